@@ -1,0 +1,50 @@
+#!/usr/bin/env bun
+/**
+ * dtest: distributed test dispatch over RabbitMQ, speaking Celery's message protocol.
+ *
+ *   dtest worker --queue queue_a      run tasks routed to queue_a
+ *   dtest dispatch                    run the scenario in test-config.yml and report
+ *   dtest --help                      every subcommand and flag
+ */
+import { defineCommand, runCommand, showUsage, type CommandDef } from "citty";
+
+import { EXIT } from "../core/errors.ts";
+import dispatch from "./dispatch.ts";
+import worker from "./worker.ts";
+
+const VERSION = "0.1.0";
+
+const main = defineCommand({
+  meta: { name: "dtest", version: VERSION, description: "Distributed test dispatch over RabbitMQ (Celery protocol v2)" },
+  subCommands: { dispatch, worker },
+});
+
+/** Finds the subcommand the arguments name, for usage output. */
+function resolve(rawArgs: string[]): [CommandDef, CommandDef?] {
+  const name = rawArgs.find((a) => !a.startsWith("-"));
+  const sub = name ? (main.subCommands as Record<string, CommandDef>)[name] : undefined;
+  return sub ? [sub, main as CommandDef] : [main as CommandDef];
+}
+
+async function runCli(rawArgs: string[]): Promise<void> {
+  if (rawArgs.length === 1 && (rawArgs[0] === "--version" || rawArgs[0] === "-v")) {
+    console.log(VERSION);
+    return;
+  }
+  if (rawArgs.length === 0 || rawArgs.includes("--help") || rawArgs.includes("-h")) {
+    await showUsage(...resolve(rawArgs));
+    return;
+  }
+
+  try {
+    await runCommand(main, { rawArgs });
+  } catch (err) {
+    // citty's own argument errors (unknown command, missing value) are usage errors: exit 2.
+    if (!(err instanceof Error) || err.name !== "CLIError") throw err;
+    await showUsage(...resolve(rawArgs));
+    console.error(`error: ${err.message}`);
+    process.exitCode = EXIT.usage;
+  }
+}
+
+await runCli(process.argv.slice(2));

@@ -1,0 +1,166 @@
+/**
+ * The amqplib lifecycle: which broker to use, connecting with amqplib's own recovery, the
+ * declarations Celery makes, and closing in order. Reconnecting is amqplib's job; callers
+ * pass a `setup` that restores their channels and consumers after every (re)connect.
+ */
+import amqp, { type Channel, type ChannelModel, type RecoveringChannelModel } from "amqplib";
+
+import type { BrokerSettings } from "./config.ts";
+import { BrokerError, describeError } from "./errors.ts";
+import { maskSecrets, type Logger } from "./log.ts";
+
+export const DEFAULT_BROKER_URL = "amqp://guest:guest@127.0.0.1:5672";
+
+export interface BrokerUrl {
+  url: string;
+  /** Where the URL came from, for messages: `--broker`, `AMQP_URL`, `BROKER_URL` or the file. */
+  source: string;
+}
+
+/** Picks the broker URL: `--broker`, then AMQP_URL, then BROKER_URL, then the config file. */
+export function resolveBrokerUrl(flag: string | undefined, settings: BrokerSettings, file: string): BrokerUrl {
+  if (flag) return { url: flag, source: "--broker" };
+  if (process.env.AMQP_URL) return { url: process.env.AMQP_URL, source: "AMQP_URL" };
+  if (process.env.BROKER_URL) return { url: process.env.BROKER_URL, source: "BROKER_URL" };
+
+  const user = encodeURIComponent(settings.username);
+  const pass = encodeURIComponent(settings.password);
+  const vhost = settings.vhost === "/" ? "" : `/${encodeURIComponent(settings.vhost)}`;
+  return { url: `amqp://${user}:${pass}@${settings.host}:${settings.port}${vhost}`, source: `${file} rabbitmq:` };
+}
+
+export interface ConnectOptions {
+  logger: Logger;
+  /** Shown in RabbitMQ's management UI and `rabbitmqctl list_connections`. */
+  name: string;
+  /** Runs after every successful (re)connect, before the connection is handed out. */
+  setup?: (model: ChannelModel) => Promise<void>;
+  /** How long to keep trying the first connection, ms. */
+  connectTimeout?: number;
+  signal?: AbortSignal;
+}
+
+export interface Broker {
+  model: RecoveringChannelModel;
+  url: string;
+  close(): Promise<void>;
+  [Symbol.asyncDispose](): Promise<void>;
+}
+
+function watchConnection(model: RecoveringChannelModel, logger: Logger): void {
+  model.on("disconnect", (err: Error) => logger.warn(`connection lost (${err.message}); reconnecting`));
+  model.on("connect", () => logger.debug("connected"));
+  model.on("reconnect-scheduled", ({ attempt, delay }: { attempt: number; delay: number }) =>
+    logger.debug({ message: `reconnect attempt ${attempt} in ${delay} ms`, attempt, delay }));
+  model.on("reconnect-failed", (err: Error) => logger.error(`gave up reconnecting: ${err.message}`));
+  model.on("error", (err: Error) => logger.warn(`connection error: ${err.message}`));
+  model.on("handler-error", (err: Error, event: string) =>
+    logger.error(`a "${event}" listener threw: ${describeError(err)}`));
+  model.on("blocked", (reason: string) => logger.warn(`broker blocked publishing: ${reason}`));
+  model.on("unblocked", () => logger.info("broker unblocked publishing"));
+}
+
+/** Connects with recovery on; throws BrokerError when no broker answers within connectTimeout. */
+export async function connectBroker(url: string, options: ConnectOptions): Promise<Broker> {
+  const logger = options.logger.withTag("broker");
+  const masked = maskSecrets(url);
+  const timeout = options.connectTimeout ?? 10_000;
+
+  const model = await amqp.connect(url, {
+    clientProperties: { connection_name: options.name },
+    recovery: {
+      waitForConnect: false,
+      initialDelay: 100,
+      maxDelay: 2_000,
+      maxRetries: Infinity,
+      setup: options.setup,
+    },
+  });
+  watchConnection(model, logger);
+
+  let closing: Promise<void> | undefined;
+  const close = () => (closing ??= model.close().catch((err) => logger.debug(`close: ${err.message}`)));
+
+  const abort = () => void close();
+  options.signal?.addEventListener("abort", abort, { once: true });
+
+  try {
+    await withDeadline(model.waitForConnect(), timeout);
+  } catch (cause) {
+    await close();
+    throw new BrokerError(`cannot reach RabbitMQ at ${masked} within ${timeout / 1000} s`, {
+      cause,
+      hint: "start RabbitMQ (rabbitmq-server -detached), or point --broker / AMQP_URL at a running one",
+    });
+  } finally {
+    options.signal?.removeEventListener("abort", abort);
+  }
+
+  logger.debug(`connected to ${masked}`);
+  return { model, url, close, [Symbol.asyncDispose]: close };
+}
+
+async function withDeadline<T>(promise: Promise<T>, ms: number): Promise<T> {
+  let timer: Timer | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no connection after ${ms} ms`)), ms);
+  });
+
+  try {
+    return await Promise.race([promise, deadline]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * Declares a task queue exactly as Celery does (a durable direct exchange of the same name,
+ * a durable queue with no arguments, bound by its own name), so that a Celery process
+ * declaring the same queue never gets PRECONDITION_FAILED.
+ */
+export async function declareTaskQueue(channel: Channel, queue: string): Promise<void> {
+  await channel.assertExchange(queue, "direct", { durable: true });
+  await channel.assertQueue(queue, { durable: true, exclusive: false, autoDelete: false });
+  await channel.bindQueue(queue, queue, queue);
+}
+
+/** The queue where a worker parks messages it cannot process, with the reason in headers. */
+export function deadLetterQueue(queue: string): string {
+  return `${queue}.dead`;
+}
+
+export async function declareDeadLetterQueue(channel: Channel, queue: string): Promise<string> {
+  const name = deadLetterQueue(queue);
+  await channel.assertQueue(name, { durable: true, exclusive: false, autoDelete: false });
+  return name;
+}
+
+export interface QueueState {
+  queue: string;
+  exists: boolean;
+  consumers: number;
+  messages: number;
+}
+
+/** Reads consumers and ready messages of each queue without declaring anything. */
+export async function inspectQueues(model: RecoveringChannelModel, queues: string[]): Promise<QueueState[]> {
+  const states: QueueState[] = [];
+
+  for (const queue of queues) {
+    // A passive declare of a missing queue closes the channel (404), so each gets its own.
+    const channel = await model.createChannel();
+    channel.on("error", () => {
+      // The 404 for a missing queue arrives here too; it is reported through checkQueue.
+    });
+
+    try {
+      const ok = await channel.checkQueue(queue);
+      states.push({ queue, exists: true, consumers: ok.consumerCount, messages: ok.messageCount });
+      await channel.close();
+    } catch {
+      // Only a missing queue lands here; connection faults surface on the next call.
+      states.push({ queue, exists: false, consumers: 0, messages: 0 });
+    }
+  }
+  return states;
+}

@@ -1,0 +1,47 @@
+/**
+ * Local worker processes started from this same executable, for `dispatch --spawn-workers`:
+ * the whole system on one machine without containers.
+ */
+import type { Subprocess } from "bun";
+
+import type { Logger } from "./log.ts";
+
+export interface SpawnOptions {
+  /** How to run this program again: the compiled binary, or bun and the entry script. */
+  self: string[];
+  configFile: string;
+  brokerUrl: string;
+  logger: Logger;
+  logLevel?: string;
+}
+
+export interface LocalWorkers {
+  stop(): Promise<void>;
+}
+
+/** Starts one worker process per queue; `stop()` sends SIGTERM and waits for each to exit. */
+export function spawnWorkers(queues: string[], options: SpawnOptions): LocalWorkers {
+  const log = options.logger.withTag("spawn");
+  const children: Subprocess[] = queues.map((queue) => {
+    const argv = [...options.self, "worker", "--queue", queue, "--config", options.configFile];
+    if (options.logLevel) argv.push("--log-level", options.logLevel);
+
+    const child = Bun.spawn(argv, {
+      env: { ...process.env, AMQP_URL: options.brokerUrl },
+      stdin: "ignore",
+      stdout: "inherit",
+      stderr: "inherit",
+    });
+    log.info(`started a worker for ${queue} (pid ${child.pid})`);
+    return child;
+  });
+
+  let stopping: Promise<void> | undefined;
+  const stop = () =>
+    (stopping ??= (async () => {
+      for (const child of children) child.kill("SIGTERM");
+      const codes = await Promise.all(children.map((child) => child.exited));
+      log.debug(`workers exited with ${codes.join(", ")}`);
+    })());
+  return { stop };
+}
