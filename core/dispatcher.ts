@@ -5,7 +5,7 @@
  */
 import type { ChannelModel, ConfirmChannel, ConsumeMessage } from "amqplib";
 
-import { connectBroker, inspectQueues, type Broker, type QueueState } from "./broker.ts";
+import { connectBroker, declareTaskQueue, inspectQueues, type Broker, type QueueState } from "./broker.ts";
 import { scenarioQueues, type DtestConfig } from "./config.ts";
 import { BrokerError, EXIT } from "./errors.ts";
 import type { Logger } from "./log.ts";
@@ -88,6 +88,8 @@ class Dispatch {
       autoDelete: false,
       arguments: { "x-expires": REPLY_QUEUE_EXPIRES_MS },
     });
+    // Declared as Celery's client does, so tasks wait in their queue even if a worker restarts.
+    for (const queue of scenarioQueues(this.options.config)) await declareTaskQueue(channel, queue);
     await channel.prefetch(1000);
     await channel.consume(this.replyQueue, (msg) => msg && this.onReply(channel, msg));
     this.channel = channel;

@@ -212,7 +212,8 @@ wait_ready() {
     ready=0
     for id in $(service_containers "$service"); do
       [[ "$(podman inspect --format '{{.State.Running}}' "$id")" == true ]] ||
-        die "a $service container stopped: $(podman logs "$id" 2>&1 | tail -3)"
+        die "a $service container exited $(podman inspect --format '{{.State.ExitCode}}' "$id")" \
+          "before it was ready; its last lines: $(podman logs "$id" 2>&1 | tail -3)"
       podman logs "$id" 2>&1 | grep -Eq -- "$ready_pattern" && ready=$((ready + 1))
     done
     ((ready == expected)) && return

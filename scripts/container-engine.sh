@@ -44,6 +44,7 @@ default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]
 runtime = "runc"'
 
 current_step="starting"
+conf_changed=0
 
 log() {
   echo "container-engine: $*" >&2
@@ -110,6 +111,7 @@ write_conf() {
   fi
   mkdir -p "$(dirname "$CONF_FILE")"
   printf '%s\n' "$CONF_CONTENT" >"$CONF_FILE"
+  conf_changed=1
   log "  wrote $CONF_FILE"
 }
 
@@ -132,8 +134,11 @@ build_rootfs_tarball() {
   local root
   root="$(mktemp -d "$CACHE_DIR/rootfs.XXXXXX")"
   log "  debootstrap --variant=minbase bookworm from $MIRROR (takes a few minutes)"
-  debootstrap --variant=minbase bookworm "$root" "$MIRROR" >"$CACHE_DIR/debootstrap.log" 2>&1 ||
+  if ! debootstrap --variant=minbase bookworm "$root" "$MIRROR" >"$CACHE_DIR/debootstrap.log" 2>&1
+  then
+    rm -rf "$root"
     die "debootstrap failed; see $CACHE_DIR/debootstrap.log (set DEBIAN_MIRROR for another mirror)"
+  fi
   trim_rootfs "$root"
 
   # Written under a temporary name first so that an interrupted run never leaves a partial
@@ -167,32 +172,65 @@ check_container_starts() {
   log "  a container from $BASE_IMAGE started and exited 0"
 }
 
+# True when $1 is the pid of a running podman API service. Reading the command line rather
+# than using kill -0 also rules out a zombie and a pid that the kernel has since reused.
+service_alive() {
+  [[ -n "$1" ]] && [[ "$(tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null)" == *"system service"* ]]
+}
+
+# Waits for the socket to answer. Returns 1 if the service $1 exits first.
+wait_for_socket() {
+  local pid="$1" deadline=$((SECONDS + SOCKET_WAIT_SECONDS))
+  until socket_answers; do
+    service_alive "$pid" || return 1
+    ((SECONDS < deadline)) ||
+      die "$SOCKET did not answer within ${SOCKET_WAIT_SECONDS}s; see $SERVICE_LOG"
+    sleep 0.2
+  done
+}
+
+# The service reads containers.conf once, when it starts, so one started by an earlier run is
+# restarted after the file changes. A service started some other way is left alone.
+restart_service_if_stale() {
+  local pid="$1"
+  ((conf_changed)) && socket_answers || return 0
+  if ! service_alive "$pid"; then
+    log "  warning: the podman service on $SOCKET predates $CONF_FILE; restart it to apply it"
+    return 0
+  fi
+
+  log "  restarting podman service (pid $pid) so that it reads the new $CONF_FILE"
+  kill "$pid"
+  local deadline=$((SECONDS + SOCKET_WAIT_SECONDS))
+  while service_alive "$pid"; do
+    ((SECONDS < deadline)) || die "podman service (pid $pid) did not stop; stop it and rerun"
+    sleep 0.2
+  done
+}
+
 start_service() {
+  local pid
+  pid="$(cat "$SERVICE_PID_FILE" 2>/dev/null || true)"
+  restart_service_if_stale "$pid"
   if socket_answers; then
     log "  $SOCKET already answers"
     return
   fi
 
-  local pid
-  pid="$(cat "$SERVICE_PID_FILE" 2>/dev/null || true)"
-  if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
+  if service_alive "$pid"; then
     log "  podman service (pid $pid) is running but not answering yet; waiting for it"
-  else
-    mkdir -p "$(dirname "$SOCKET")"
-    # A socket file left by a service that has died would make the new one fail to bind.
-    rm -f "$SOCKET"
-    setsid podman system service --time=0 "unix://$SOCKET" >>"$SERVICE_LOG" 2>&1 </dev/null &
-    echo $! >"$SERVICE_PID_FILE"
-    log "  started podman system service (pid $!, log $SERVICE_LOG)"
+    wait_for_socket "$pid" && return
+    log "  podman service (pid $pid) exited without answering; starting a new one"
   fi
 
-  local waited=0
-  until socket_answers; do
-    ((waited < SOCKET_WAIT_SECONDS)) ||
-      die "$SOCKET did not answer within ${SOCKET_WAIT_SECONDS}s; see $SERVICE_LOG"
-    sleep 1
-    waited=$((waited + 1))
-  done
+  mkdir -p "$(dirname "$SOCKET")"
+  # A socket file left by a service that has died would make the new one fail to bind.
+  rm -f "$SOCKET"
+  setsid podman system service --time=0 "unix://$SOCKET" >>"$SERVICE_LOG" 2>&1 </dev/null &
+  pid=$!
+  echo "$pid" >"$SERVICE_PID_FILE"
+  log "  started podman system service (pid $pid, log $SERVICE_LOG)"
+  wait_for_socket "$pid" || die "podman system service exited at start; see $SERVICE_LOG"
 }
 
 main() {

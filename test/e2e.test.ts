@@ -1,0 +1,263 @@
+/**
+ * The compiled binary end to end against the real broker: workers, dispatch, retries,
+ * expectations, isolation and a worker killed in the middle of a task.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { chmodSync, existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+
+import type { ChannelModel } from "amqplib";
+
+import {
+  BIN,
+  connectTestBroker,
+  deleteQueues,
+  requireBinary,
+  ROOT,
+  run,
+  start,
+  startWorker,
+  stopAll,
+  tempDir,
+  uniqueName,
+  writeConfig,
+  type Proc,
+} from "./helpers.ts";
+
+let conn: ChannelModel;
+const queues: string[] = [];
+
+beforeAll(async () => {
+  await requireBinary();
+  conn = await connectTestBroker();
+});
+
+afterAll(async () => {
+  await deleteQueues(conn, queues.flatMap((q) => [q, `${q}.dead`]));
+  await conn.close();
+});
+
+/** A config whose queues belong to this test alone. */
+function config(body: (qa: string, qb: string) => string): { file: string; qa: string; qb: string } {
+  const qa = uniqueName("qa");
+  const qb = uniqueName("qb");
+  queues.push(qa, qb);
+  return { file: writeConfig(tempDir(), body(qa, qb)), qa, qb };
+}
+
+const SEED_LINES = [
+  /^Loaded config: Basic two-task execution test$/,
+  /^Expected workers: 2$/,
+  /^Dispatching tasks\.\.\.$/,
+  /^Task A sent with ID: [0-9a-f-]{36}$/,
+  /^Task B sent with ID: [0-9a-f-]{36}$/,
+  /^Waiting for results\.\.\.$/,
+  /^Result from task_a: Hello from Task A$/,
+  /^Task A execution time: 0\.1\d\ds$/,
+  /^Task A retries: 0$/,
+  /^Result from task_b: Hello from Task B$/,
+  /^Task B execution time: 0\.2\d\ds$/,
+  /^Task B retries: 0$/,
+  /^Total dispatcher time: \d+\.\d{3}s \(concurrent execution\)$/,
+  /^Sequential time would be: 0\.3\d\ds$/,
+  /^Total retries: 0$/,
+];
+
+describe("seed scenario", () => {
+  test("two workers and dispatch print the seed's report line for line and exit 0", async () => {
+    const seed = readFileSync(join(ROOT, "test-config.yml"), "utf8");
+    const { file, qa, qb } = config((qa, qb) =>
+      seed.replace("task_a: queue_a", `task_a: ${qa}`).replace("task_b: queue_b", `task_b: ${qb}`));
+    const workers = [await startWorker(qa, file), await startWorker(qb, file)];
+
+    try {
+      const result = await run(["dispatch", "--config", file]);
+      const lines = result.stdout.trimEnd().split("\n");
+      expect(lines).toHaveLength(SEED_LINES.length);
+      lines.forEach((line, i) => expect(line).toMatch(SEED_LINES[i]!));
+      expect(result.code).toBe(0);
+    } finally {
+      await stopAll(workers);
+    }
+  });
+
+  test("--spawn-workers runs the default scenario with no workers started by hand", async () => {
+    const { file } = config((qa, qb) => `task_routing:\n  task_a: ${qa}\n  task_b: ${qb}\n`);
+    const result = await run(["dispatch", "--config", file, "--spawn-workers"]);
+
+    expect(result.stdout).toContain("Result from task_a: Hello from Task A");
+    expect(result.stdout).toContain("Result from task_b: Hello from Task B");
+    expect(result.code).toBe(0);
+  });
+
+  test("tasks run concurrently: the total is well under the sum of task times", async () => {
+    const { file, qa } = config((qa) => `
+task_routing:
+  slow: ${qa}
+tasks:
+  slow: { kind: hello, message: done, duration: 0.4 }
+test_scenario:
+  tasks:
+    - task: slow
+      count: 4
+`);
+    const worker = await startWorker(qa, file, ["--concurrency", "4"]);
+
+    try {
+      const result = await run(["dispatch", "--config", file]);
+      const total = Number(/Total dispatcher time: ([\d.]+)s/.exec(result.stdout)?.[1]);
+      const sequential = Number(/Sequential time would be: ([\d.]+)s/.exec(result.stdout)?.[1]);
+      expect(sequential).toBeGreaterThanOrEqual(1.6);
+      expect(total).toBeLessThan(sequential / 2);
+      expect(result.stdout).toContain("Task slow #4 retries: 0");
+      expect(result.code).toBe(0);
+    } finally {
+      await stopAll([worker]);
+    }
+  });
+});
+
+describe("failures and retries", () => {
+  test("a task that fails twice then succeeds reports 2 retries and exits 0", async () => {
+    const dir = tempDir();
+    const marker = join(dir, "attempts");
+    const { file, qa } = config((qa) => `
+task_routing:
+  flaky: ${qa}
+retry_config: { max_retries: 3, retry_delay: 0.05, retry_backoff: true, retry_backoff_max: 1, retry_jitter: false }
+tasks:
+  flaky:
+    kind: exec
+    command: ["sh", "-c", "echo x >> ${marker}; test $(wc -l < ${marker}) -ge 3"]
+`);
+    const worker = await startWorker(qa, file);
+
+    try {
+      const result = await run(["dispatch", "--config", file]);
+      expect(result.stdout).toContain("Result from flaky: exit 0");
+      expect(result.stdout).toContain("Task flaky retries: 2");
+      expect(result.stdout).toContain("Total retries: 2");
+      expect(result.code).toBe(0);
+    } finally {
+      await stopAll([worker]);
+    }
+  });
+
+  test("an exec task whose expectation holds passes; one that fails exits 1 with the reason", async () => {
+    const { file, qa } = config((qa) => `
+task_routing:
+  greets: ${qa}
+  wrong: ${qa}
+retry_config: { max_retries: 0 }
+tasks:
+  greets:
+    kind: exec
+    command: ["echo", "all 12 tests passed"]
+    expect: { exit_code: 0, stdout_contains: "tests passed" }
+  wrong:
+    kind: exec
+    command: ["echo", "2 tests failed"]
+    expect: { stdout_contains: "tests passed" }
+`);
+    const worker = await startWorker(qa, file);
+
+    try {
+      const result = await run(["dispatch", "--config", file]);
+      expect(result.stdout).toContain("Result from greets: exit 0");
+      expect(result.stdout).toMatch(/Result from wrong: FAILED \(ExpectationFailed: expected stdout to contain "tests passed"\)/);
+      expect(result.stdout).toContain("Failed tasks: 1");
+      expect(result.code).toBe(1);
+    } finally {
+      await stopAll([worker]);
+    }
+  });
+
+  test("no worker on a needed queue: exit 3 naming the queue and the command that starts one", async () => {
+    const { file, qb } = config((qa, qb) => `task_routing:\n  task_b: ${qb}\n`);
+    const result = await run(["dispatch", "--config", file, "--wait-workers", "0.5"]);
+
+    expect(result.stderr).toContain(`no worker consumes ${qb}`);
+    expect(result.stderr).toContain(`dtest worker --queue ${qb}`);
+    expect(result.code).toBe(3);
+  });
+
+  test("--timeout reports the task without a result and exits 3", async () => {
+    const { file, qa } = config((qa) => `
+task_routing:
+  sleepy: ${qa}
+tasks:
+  sleepy: { kind: hello, duration: 5 }
+`);
+    const worker = await startWorker(qa, file);
+
+    try {
+      const result = await run(["dispatch", "--config", file, "--timeout", "0.5"]);
+      expect(result.stdout).toMatch(/Result from sleepy: NO RESULT \(task [0-9a-f-]{36} did not finish in time\)/);
+      expect(result.stderr).toContain("no result within 0.5 s for 1 task(s)");
+      expect(result.code).toBe(3);
+    } finally {
+      worker.child.kill("SIGKILL");
+      await worker.exit();
+    }
+  });
+});
+
+describe("delivery guarantees", () => {
+  test("a worker killed mid-task leaves it to another worker; dispatch reports it once", async () => {
+    const { file, qa } = config((qa) => `
+task_routing:
+  long: ${qa}
+tasks:
+  long: { kind: hello, message: survived, duration: 1.5 }
+`);
+    const first = await startWorker(qa, file);
+    const dispatcher = start(["dispatch", "--config", file, "--timeout", "30"]);
+    let second: Proc | undefined;
+
+    try {
+      await first.waitFor(/long\[[0-9a-f-]+\] received/);
+      first.child.kill("SIGKILL");
+      await first.exit();
+      second = await startWorker(qa, file);
+
+      const code = await dispatcher.exit();
+      expect(dispatcher.stdout.match(/Result from long:/g)).toHaveLength(1);
+      expect(dispatcher.stdout).toContain("Result from long: survived");
+      expect(second.output).toMatch(/long\[[0-9a-f-]+\] succeeded/);
+      expect(code).toBe(0);
+    } finally {
+      if (second) await stopAll([second]);
+    }
+  });
+
+  test("SIGTERM lets the in-flight task finish and reply, then the worker exits 0", async () => {
+    const { file, qa } = config((qa) => `
+task_routing:
+  long: ${qa}
+tasks:
+  long: { kind: hello, message: finished anyway, duration: 1 }
+`);
+    const worker = await startWorker(qa, file);
+    const dispatcher = start(["dispatch", "--config", file]);
+
+    await worker.waitFor(/long\[[0-9a-f-]+\] received/);
+    worker.child.kill("SIGTERM");
+
+    expect(await worker.exit()).toBe(0);
+    expect(worker.output).toContain("stopping: 1 task(s) in flight");
+    expect(await dispatcher.exit()).toBe(0);
+    expect(dispatcher.stdout).toContain("Result from long: finished anyway");
+  });
+
+  test("the binary runs with no node_modules beside it", async () => {
+    const dir = tempDir();
+    const copy = join(dir, "dtest");
+    await Bun.write(copy, Bun.file(BIN));
+    chmodSync(copy, 0o755);
+
+    const child = Bun.spawn([copy, "--version"], { cwd: dir, stdout: "pipe" });
+    expect(await new Response(child.stdout).text()).toMatch(/^\d+\.\d+\.\d+/);
+    expect(await child.exited).toBe(0);
+    expect(existsSync(join(dir, "node_modules"))).toBe(false);
+  });
+});

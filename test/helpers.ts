@@ -1,0 +1,128 @@
+/**
+ * Shared pieces for tests that need RabbitMQ and the compiled binary: a broker connection,
+ * unique queue names, temporary configs, and processes whose output can be awaited.
+ */
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+
+import amqp, { type ChannelModel } from "amqplib";
+import type { Subprocess } from "bun";
+
+export const BROKER_URL = process.env.AMQP_URL ?? "amqp://guest:guest@127.0.0.1:5672";
+export const ROOT = resolve(import.meta.dir, "..");
+export const BIN = join(ROOT, "dtest");
+
+/** Connects to the test broker or fails with one line that says how to start one. */
+export async function connectTestBroker(): Promise<ChannelModel> {
+  try {
+    return await amqp.connect(BROKER_URL);
+  } catch (err) {
+    throw new Error(
+      `RabbitMQ is not reachable at ${BROKER_URL.replace(/:[^:@]*@/, ":***@")} (${(err as Error).message}); ` +
+        "start it with `rabbitmq-server -detached` or set AMQP_URL",
+    );
+  }
+}
+
+export async function requireBinary(): Promise<void> {
+  if (!(await Bun.file(BIN).exists())) throw new Error(`${BIN} is missing; build it with \`make build\``);
+}
+
+/** A short unique prefix so each test owns its queues. */
+export function uniqueName(prefix = "t"): string {
+  return `${prefix}_${crypto.randomUUID().slice(0, 8)}`;
+}
+
+export function tempDir(): string {
+  return mkdtempSync(join(tmpdir(), "dtest-"));
+}
+
+export function writeConfig(dir: string, yaml: string, name = "test-config.yml"): string {
+  const file = join(dir, name);
+  writeFileSync(file, yaml);
+  return file;
+}
+
+/** A process whose stdout and stderr are collected as they arrive, so tests can await lines. */
+export class Proc {
+  stdout = "";
+  stderr = "";
+  private waiters: (() => void)[] = [];
+  private readonly drained: Promise<unknown>;
+
+  constructor(readonly child: Subprocess<"ignore", "pipe", "pipe">) {
+    this.drained = Promise.all([this.pump(child.stdout, "stdout"), this.pump(child.stderr, "stderr")]);
+  }
+
+  private async pump(stream: ReadableStream<Uint8Array>, field: "stdout" | "stderr"): Promise<void> {
+    const decoder = new TextDecoder();
+    for await (const chunk of stream) {
+      this[field] += decoder.decode(chunk, { stream: true });
+      for (const wake of this.waiters.splice(0)) wake();
+    }
+  }
+
+  /** Resolves when `pattern` appears in stdout+stderr; rejects after `ms` with the output so far. */
+  async waitFor(pattern: string | RegExp, ms = 10_000): Promise<void> {
+    const deadline = Date.now() + ms;
+    const seen = () => (typeof pattern === "string" ? this.output.includes(pattern) : pattern.test(this.output));
+    while (!seen()) {
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${pattern}; output:\n${this.output}`);
+      await Promise.race([new Promise<void>((r) => this.waiters.push(r)), Bun.sleep(50)]);
+    }
+  }
+
+  get output(): string {
+    return this.stdout + this.stderr;
+  }
+
+  /** Waits for the process to exit and its output to be read to the end. */
+  async exit(): Promise<number> {
+    const code = await this.child.exited;
+    await this.drained;
+    return code;
+  }
+}
+
+/** Starts the compiled binary with `args`; the broker URL is passed through AMQP_URL. */
+export function start(args: string[], env: Record<string, string> = {}, cwd = ROOT): Proc {
+  const child = Bun.spawn([BIN, ...args], {
+    cwd,
+    env: { ...process.env, AMQP_URL: BROKER_URL, ...env },
+    stdin: "ignore",
+    stdout: "pipe",
+    stderr: "pipe",
+  });
+  return new Proc(child);
+}
+
+/** Runs the binary to completion. */
+export async function run(args: string[], env: Record<string, string> = {}, cwd = ROOT) {
+  const proc = start(args, env, cwd);
+  const code = await proc.exit();
+  return { code, stdout: proc.stdout, stderr: proc.stderr };
+}
+
+/** Starts a worker and waits until it consumes its queue. */
+export async function startWorker(queue: string, config: string, extra: string[] = []): Promise<Proc> {
+  const proc = start(["worker", "--queue", queue, "--config", config, "--log-level", "debug", ...extra]);
+  await proc.waitFor(`consuming ${queue}`);
+  return proc;
+}
+
+/** Stops worker processes with SIGTERM and waits for them. */
+export async function stopAll(procs: Proc[]): Promise<void> {
+  for (const p of procs) p.child.kill("SIGTERM");
+  await Promise.all(procs.map((p) => p.exit()));
+}
+
+/** Deletes queues a test created; missing ones are fine. */
+export async function deleteQueues(conn: ChannelModel, names: string[]): Promise<void> {
+  const ch = await conn.createChannel();
+  for (const name of names) {
+    await ch.deleteQueue(name);
+    await ch.deleteExchange(name);
+  }
+  await ch.close();
+}
