@@ -231,7 +231,9 @@ report_process_start() {
   since_ms="$(awk -v t="$1" 'BEGIN { printf "%d", t * 1000 }')"
   for id in $(project_containers); do
     logged_ms="$(podman logs "$id" 2>&1 | sed -n 's/.*started_ms=\([0-9]*\).*/\1/p' | head -1)"
-    [[ -n "$logged_ms" ]] && ((logged_ms >= since_ms)) || continue
+    if [[ -z "$logged_ms" ]] || ((logged_ms < since_ms)); then
+      continue
+    fi
     name="$(podman inspect --format '{{.Name}}' "$id")"
     started_ns="$(podman inspect --format '{{.State.StartedAt.UnixNano}}' "$id")"
     log "  $name: process running $((logged_ms - started_ns / 1000000)) ms after its" \

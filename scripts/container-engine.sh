@@ -175,7 +175,7 @@ check_container_starts() {
 # True when $1 is the pid of a running podman API service. Reading the command line rather
 # than using kill -0 also rules out a zombie and a pid that the kernel has since reused.
 service_alive() {
-  [[ -n "$1" ]] && [[ "$(tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null)" == *"system service"* ]]
+  [[ -n "$1" ]] && [[ "$(tr '\0' ' ' 2>/dev/null <"/proc/$1/cmdline")" == *"system service"* ]]
 }
 
 # Waits for the socket to answer. Returns 1 if the service $1 exits first.
@@ -193,7 +193,9 @@ wait_for_socket() {
 # restarted after the file changes. A service started some other way is left alone.
 restart_service_if_stale() {
   local pid="$1"
-  ((conf_changed)) && socket_answers || return 0
+  if ((conf_changed == 0)) || ! socket_answers; then
+    return 0
+  fi
   if ! service_alive "$pid"; then
     log "  warning: the podman service on $SOCKET predates $CONF_FILE; restart it to apply it"
     return 0

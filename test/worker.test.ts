@@ -1,0 +1,171 @@
+/**
+ * A worker fed raw messages, as a Celery client or a faulty publisher would send them:
+ * Celery-named tasks, tasks for other queues, unknown tasks and undecodable messages.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+
+import type { Channel, ChannelModel, GetMessage } from "amqplib";
+
+import { encodeTask, newTask, tagIntegers } from "../core/protocol.ts";
+import {
+  connectTestBroker,
+  deleteQueues,
+  requireBinary,
+  startWorker,
+  stopAll,
+  tempDir,
+  uniqueName,
+  writeConfig,
+  type Proc,
+} from "./helpers.ts";
+
+let conn: ChannelModel;
+let ch: Channel;
+let worker: Proc;
+const qa = uniqueName("qa");
+const qb = uniqueName("qb");
+const replies = uniqueName("replies");
+
+beforeAll(async () => {
+  await requireBinary();
+  conn = await connectTestBroker();
+  ch = await conn.createChannel();
+  await ch.assertQueue(replies, { durable: false, autoDelete: false });
+
+  const file = writeConfig(tempDir(), `
+task_routing:
+  task_a: ${qa}
+  task_b: ${qb}
+`);
+  worker = await startWorker(qa, file);
+});
+
+afterAll(async () => {
+  await stopAll([worker]);
+  await deleteQueues(conn, [qa, qb, `${qa}.dead`, replies]);
+  await conn.close();
+});
+
+/** Polls a queue until a message arrives. */
+async function next(queue: string, ms = 5000): Promise<GetMessage> {
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    const msg = await ch.get(queue, { noAck: true });
+    if (msg) return msg;
+    await Bun.sleep(20);
+  }
+  throw new Error(`nothing arrived on ${queue} within ${ms} ms`);
+}
+
+function fixture(name: string) {
+  return JSON.parse(readFileSync(join(import.meta.dir, "fixtures/celery", name), "utf8"));
+}
+
+describe("what the worker runs", () => {
+  test("a task sent by Celery as celery_app.task_a runs and replies with the seed's result shape", async () => {
+    const captured = fixture("task.task_a.json");
+    const id = crypto.randomUUID();
+    const headers = { ...captured.properties.headers, id, root_id: id };
+    ch.sendToQueue(qa, Buffer.from(captured.body_raw), {
+      contentType: "application/json",
+      contentEncoding: "utf-8",
+      correlationId: id,
+      replyTo: replies,
+      headers: tagIntegers(headers) as Record<string, unknown>,
+    });
+
+    const msg = await next(replies);
+    const body = JSON.parse(msg.content.toString());
+    expect(msg.properties.correlationId).toBe(id);
+    expect(body.task_id).toBe(id);
+    expect(body.status).toBe("SUCCESS");
+    expect(Object.keys(body.result).sort()).toEqual(["execution_time", "result", "retry_count", "task"]);
+    expect(body.result.result).toBe("Hello from Task A");
+    expect(body.result.task).toBe("A");
+    expect(body.result.retry_count).toBe(0);
+    expect(body.result.execution_time).toBeGreaterThanOrEqual(0.1);
+    expect(body.traceback).toBeNull();
+    expect(body.children).toEqual([]);
+  });
+
+  test("a task routed to another queue is refused with FAILURE naming its queue, and never run", async () => {
+    const task = newTask({ name: "task_b", args: [], kwargs: {}, replyTo: replies });
+    const { content, options } = encodeTask(task);
+    ch.sendToQueue(qa, content, options);
+
+    const body = JSON.parse((await next(replies)).content.toString());
+    expect(body.status).toBe("FAILURE");
+    expect(body.result.exc_type).toBe("WrongQueue");
+    expect(body.result.exc_message[0]).toContain(`task_b belongs to queue ${qb}, not ${qa}`);
+    expect(worker.output).not.toContain(`task_b[${task.id}] received`);
+
+    const parked = await next(`${qa}.dead`);
+    expect(parked.properties.headers?.id).toBe(task.id);
+    expect(String(parked.properties.headers?.["x-dtest-reason"])).toContain(`belongs to queue ${qb}`);
+  });
+
+  test("an unknown task gets Celery's NotRegistered FAILURE", async () => {
+    const captured = fixture("task.unknown_name.json");
+    const id = crypto.randomUUID();
+    ch.sendToQueue(qa, Buffer.from(captured.body_raw), {
+      contentType: "application/json",
+      correlationId: id,
+      replyTo: replies,
+      headers: tagIntegers({ ...captured.properties.headers, id }) as Record<string, unknown>,
+    });
+
+    const body = JSON.parse((await next(replies)).content.toString());
+    expect(body.status).toBe("FAILURE");
+    expect(body.result).toEqual({
+      exc_type: "NotRegistered",
+      exc_message: [captured.properties.headers.task],
+      exc_module: "celery.exceptions",
+    });
+    await next(`${qa}.dead`);
+  });
+
+  test("an undecodable message is dead-lettered with its reason and the worker keeps serving", async () => {
+    const id = crypto.randomUUID();
+    ch.sendToQueue(qa, Buffer.from("this is not json"), {
+      contentType: "application/json",
+      correlationId: id,
+      replyTo: replies,
+      headers: { task: "task_a", id },
+    });
+
+    const failure = JSON.parse((await next(replies)).content.toString());
+    expect(failure.task_id).toBe(id);
+    expect(failure.status).toBe("FAILURE");
+
+    const parked = await next(`${qa}.dead`);
+    expect(parked.content.toString()).toBe("this is not json");
+    expect(String(parked.properties.headers?.["x-dtest-reason"])).toContain("body is not valid JSON");
+
+    const { content, options } = encodeTask(newTask({ name: "task_a", args: [], kwargs: {}, replyTo: replies }));
+    ch.sendToQueue(qa, content, options);
+    expect(JSON.parse((await next(replies)).content.toString()).status).toBe("SUCCESS");
+  });
+
+  test("an expired task is answered REVOKED and not run", async () => {
+    const task = newTask({ name: "task_a", args: [], kwargs: {}, replyTo: replies, expires: new Date(Date.now() - 1000) });
+    const { content, options } = encodeTask(task);
+    ch.sendToQueue(qa, content, options);
+
+    const body = JSON.parse((await next(replies)).content.toString());
+    expect(body.status).toBe("REVOKED");
+    expect(body.result.exc_type).toBe("TaskRevokedError");
+  });
+
+  test("a task with an eta waits for it, then runs", async () => {
+    const eta = new Date(Date.now() + 600);
+    const task = newTask({ name: "task_a", args: [], kwargs: {}, replyTo: replies, eta });
+    const { content, options } = encodeTask(task);
+    ch.sendToQueue(qa, content, options);
+
+    const msg = await next(replies);
+    expect(Date.now()).toBeGreaterThanOrEqual(eta.getTime());
+    expect(JSON.parse(msg.content.toString()).status).toBe("SUCCESS");
+  });
+});
