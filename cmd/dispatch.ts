@@ -36,7 +36,8 @@ export default defineCommand({
 
       try {
         const print = (line: string) => process.stdout.write(`${line}\n`);
-        const report = await dispatch({ config, brokerUrl: broker.url, logger, signal, timeout, workerWait, print });
+        const connectTimeout = parseSeconds("connect-timeout", values["connect-timeout"], 10) * 1000;
+        const report = await dispatch({ config, brokerUrl: broker.url, logger, signal, timeout, workerWait, connectTimeout, print });
         return report.exitCode;
       } finally {
         await workers?.stop();

@@ -17,6 +17,10 @@ export const sharedArgs = {
     type: "string",
     description: "Broker URL, amqp[s]://user:pass@host:port/vhost (else AMQP_URL, BROKER_URL, the config)",
   },
+  "connect-timeout": {
+    type: "string",
+    description: "Seconds to keep trying to reach the broker at start (default 10)",
+  },
   "log-level": {
     type: "string",
     description: "silent, error, warn, info, debug or trace (default info, or CONSOLA_LEVEL)",
@@ -31,6 +35,7 @@ export const sharedArgs = {
 export interface SharedArgValues {
   config: string;
   broker?: string;
+  "connect-timeout"?: string;
   "log-level"?: string;
   "log-format"?: string;
 }

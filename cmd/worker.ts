@@ -40,6 +40,9 @@ export default defineCommand({
 
       const broker = resolveBrokerUrl(values.broker, config.rabbitmq, config.file);
       const name = values.name || defaultWorkerName(queue);
-      await runWorker({ config, queue, brokerUrl: broker.url, concurrency, name, logger, signal, forceSignal, graceMs, maxMessageBytes });
+      const connectTimeout = parseSeconds("connect-timeout", values["connect-timeout"], 10) * 1000;
+      await runWorker({
+        config, queue, brokerUrl: broker.url, concurrency, name, logger, signal, forceSignal, graceMs, maxMessageBytes, connectTimeout,
+      });
     }),
 });

@@ -24,6 +24,8 @@ export interface DispatchOptions {
   timeout: number;
   /** Seconds to wait for a worker on each needed queue before giving up. */
   workerWait?: number;
+  /** How long to keep trying the first connection, ms. */
+  connectTimeout?: number;
   /** Receives each report line for stdout. */
   print: (line: string) => void;
 }
@@ -63,6 +65,7 @@ class Dispatch {
       logger: this.options.logger,
       name: "dtest dispatcher",
       setup: (model) => this.openChannel(model),
+      connectTimeout: this.options.connectTimeout,
       signal: this.options.signal,
     });
 

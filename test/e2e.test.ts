@@ -261,3 +261,48 @@ tasks:
     expect(existsSync(join(dir, "node_modules"))).toBe(false);
   });
 });
+
+describe("broker and arguments", () => {
+  test("an unreachable broker is a clear error after the bounded wait, exit 3, password masked", async () => {
+    const result = await run(["dispatch", "--broker", "amqp://guest:hunter2@127.0.0.1:1", "--connect-timeout", "1"]);
+
+    expect(result.stderr).toContain("cannot reach RabbitMQ at amqp://guest:***@127.0.0.1:1 within 1 s");
+    expect(result.stderr).toContain("hint: start RabbitMQ");
+    expect(result.stdout + result.stderr).not.toContain("hunter2");
+    expect(result.code).toBe(3);
+  });
+
+  test.each([
+    [["dispatch", "--timeout", "-1"], "--timeout must be a number of seconds > 0"],
+    [["worker", "--queue", "queue_a", "--concurrency", "0"], "--concurrency must be a whole number ≥ 1"],
+    [["worker", "--queue", "nowhere"], "no task in test-config.yml is routed to nowhere"],
+    [["worker"], "--queue is required"],
+    [["dispatch", "--frobnicate"], "unknown flag --frobnicate"],
+    [["launch"], "Unknown command"],
+  ])("usage error %p exits 2", async (args, message) => {
+    const result = await run(args);
+    expect(result.stderr).toContain(message);
+    expect(result.code).toBe(2);
+  });
+
+  test("a bad config exits 2 with file:line and no stack trace", async () => {
+    const file = writeConfig(tempDir(), "task_routing:\n  task_a: queue_a\nretry_config:\n  max_retries: -2\n");
+    const result = await run(["dispatch", "--config", file]);
+
+    expect(result.stderr).toContain(`${file}:4: retry_config.max_retries must be an integer from 0 to 1000 (got -2)`);
+    expect(result.stderr).not.toContain("    at ");
+    expect(result.code).toBe(2);
+  });
+
+  test("--log-format json writes one JSON object per line to stderr", async () => {
+    const { file, qa } = config((qa) => `task_routing:\n  task_a: ${qa}\n`);
+    const worker = start(["worker", "--queue", qa, "--config", file, "--log-format", "json"]);
+    await worker.waitFor(`consuming ${qa}`);
+    await stopAll([worker]);
+
+    const lines = worker.stderr.trim().split("\n").map((line) => JSON.parse(line));
+    expect(lines.length).toBeGreaterThanOrEqual(3);
+    for (const line of lines) expect(Object.keys(line)).toEqual(expect.arrayContaining(["time", "level", "msg"]));
+    expect(worker.stdout).toBe("");
+  });
+});
