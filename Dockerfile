@@ -4,9 +4,9 @@
 # --compile` puts the Bun runtime inside the binary, which then needs only glibc, so the image
 # holds no Bun and no node_modules. .dockerignore keeps everything else out of the context.
 #
-# The default config is /app/test-config.yml and /app is the working directory, so a relative
-# `--config test-config.yml` finds it. To use your own, mount it over that path (see the
-# commented volume in docker-compose.yml) or pass `--config` with a path you mount.
+# The default config is /app/test-config.yml and /app is the working directory, so dtest's
+# default `--config test-config.yml` finds it. To use your own, mount it over that path (see
+# the commented volume in docker-compose.yml) or pass `--config` with a path you mount.
 #
 # With podman, scripts/container-engine.sh builds debian:bookworm-slim locally; with Docker it
 # is the image of that name from Docker Hub.

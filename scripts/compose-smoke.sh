@@ -31,7 +31,6 @@ PROJECT=dtest-smoke
 export DTEST_IMAGE=dtest-smoke:latest
 COMPOSE_FILES=(Dockerfile .dockerignore docker-compose.yml docker-compose.test.yml test-config.yml)
 WAIT_SECONDS=30
-GRACE_SECONDS=30
 STAND_IN_READY="answered connection.start"
 
 binary=""
@@ -252,6 +251,7 @@ check_stopped_cleanly() {
   for id in $(project_containers); do
     name="$(podman inspect --format '{{.Name}}' "$id")"
     code="$(podman inspect --format '{{.State.ExitCode}}' "$id")"
+    # 137 is 128 + SIGKILL: the worker outlived stop_grace_period.
     ((code == 0)) || die "$name exited $code after SIGTERM; expected 0"
   done
   log "  every worker exited 0"
@@ -300,7 +300,7 @@ main() {
   log "docker-compose logs"
   compose logs --no-color >&2
 
-  log "docker-compose stop (SIGTERM, grace ${GRACE_SECONDS}s)"
+  log "docker-compose stop (SIGTERM first, SIGKILL only after stop_grace_period)"
   t="$(now)"
   compose stop >&2
   log "  stopped in $(since "$t")s"
