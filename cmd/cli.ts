@@ -4,19 +4,25 @@
  *
  *   dtest worker --queue queue_a      run tasks routed to queue_a
  *   dtest dispatch                    run the scenario in test-config.yml and report
+ *   dtest status                      workers, messages and containers per queue
+ *   dtest scale worker-a 3            scale a worker service through compose
+ *   dtest monitor                     follow workers and tasks live
  *   dtest --help                      every subcommand and flag
  */
 import { defineCommand, runCommand, showUsage, type CommandDef } from "citty";
 
 import { EXIT } from "../core/errors.ts";
 import dispatch from "./dispatch.ts";
+import monitor from "./monitor.ts";
+import scale from "./scale.ts";
+import status from "./status.ts";
 import worker from "./worker.ts";
 
 const VERSION = "0.1.0";
 
 const main = defineCommand({
   meta: { name: "dtest", version: VERSION, description: "Distributed test dispatch over RabbitMQ (Celery protocol v2)" },
-  subCommands: { dispatch, worker },
+  subCommands: { dispatch, worker, scale, status, monitor },
 });
 
 /** Finds the subcommand the arguments name, for usage output. */

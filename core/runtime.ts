@@ -5,7 +5,7 @@
  */
 import { hostname } from "node:os";
 
-import type { ChannelModel, ConfirmChannel, ConsumeMessage } from "amqplib";
+import type { Channel, ChannelModel, ConfirmChannel, ConsumeMessage } from "amqplib";
 
 import {
   connectBroker,
@@ -16,6 +16,7 @@ import {
 } from "./broker.ts";
 import type { DtestConfig, RetryConfig, TaskDef } from "./config.ts";
 import { describeError } from "./errors.ts";
+import { declareEventExchange, EventPublisher } from "./events.ts";
 import type { Logger } from "./log.ts";
 import {
   decodeTask,
@@ -23,10 +24,12 @@ import {
   encodeTask,
   exceptionInfo,
   ProtocolError,
+  reprArgs,
   retryOf,
   shortTaskName,
   tagIntegers,
   type Encoded,
+  type ExceptionInfo,
   type ResultMessage,
   type TaskMessage,
 } from "./protocol.ts";
@@ -53,6 +56,8 @@ export interface WorkerOptions {
   graceMs?: number;
   maxMessageBytes?: number;
   connectTimeout?: number;
+  /** Send Celery task events (worker events are always sent). Default true. */
+  taskEvents?: boolean;
 }
 
 export interface WorkerSummary {
@@ -86,7 +91,7 @@ function publishConfirmed(channel: ConfirmChannel, queue: string, encoded: Encod
   });
 }
 
-type ChannelModelLike = Pick<ChannelModel, "createConfirmChannel" | "once">;
+type ChannelModelLike = Pick<ChannelModel, "createConfirmChannel" | "createChannel" | "once">;
 
 const watchedModels = new WeakSet<object>();
 const closedModels = new WeakSet<object>();
@@ -96,8 +101,15 @@ interface Delivery {
   channel: ConfirmChannel;
 }
 
+function pyRepr(info: { exc_type: string; exc_message: unknown[] }): string {
+  return `${info.exc_type}(${info.exc_message.map((m) => JSON.stringify(m)).join(", ")})`;
+}
+
 class Worker {
   private channel?: ConfirmChannel;
+  private eventChannel?: Channel;
+  private readonly events: EventPublisher;
+  private processed = 0;
   private consumerTag?: string;
   private broker?: Broker;
   private stopping = false;
@@ -109,6 +121,16 @@ class Worker {
 
   constructor(private readonly options: WorkerOptions) {
     this.log = options.logger.withTag(options.name);
+    this.events = new EventPublisher(
+      options.name,
+      () => this.eventChannel,
+      () => ({ active: this.running.size, held: this.held.size, processed: this.processed, queues: [options.queue] }),
+      this.log,
+    );
+  }
+
+  private taskEvent(type: string, fields: Record<string, unknown>): void {
+    if (this.options.taskEvents !== false) this.events.task(type, fields);
   }
 
   async run(): Promise<WorkerSummary> {
@@ -121,6 +143,7 @@ class Worker {
       signal: options.signal,
     });
 
+    this.events.start();
     this.log.success(`consuming ${options.queue} (concurrency ${options.concurrency})`);
     await new Promise<void>((resolve) => {
       if (options.signal.aborted) return resolve();
@@ -138,6 +161,11 @@ class Worker {
       watchedModels.add(model);
       model.once("close", () => closedModels.add(model));
     }
+
+    const events = await model.createChannel();
+    events.on("error", (err: Error) => this.log.debug(`event channel error: ${err.message}`));
+    await declareEventExchange(events);
+    this.eventChannel = events;
 
     const channel = await model.createConfirmChannel();
     channel.on("error", (err: Error) => this.log.warn(`channel error: ${err.message}`));
@@ -208,7 +236,16 @@ class Worker {
     }
 
     const refusal = this.refuse(task);
-    if (refusal) return this.reject(delivery, refusal.error, task, refusal.reply);
+    if (refusal) {
+      this.taskEvent("task-failed", { uuid: task.id, exception: pyRepr(refusal.reply), traceback: null });
+      return this.reject(delivery, refusal.error, task, refusal.reply);
+    }
+
+    this.taskEvent("task-received", {
+      uuid: task.id, name: task.name, args: reprArgs(task.args), kwargs: JSON.stringify(task.kwargs),
+      root_id: task.rootId, parent_id: task.parentId, retries: task.retries,
+      eta: task.eta?.toISOString() ?? null, expires: task.expires?.toISOString() ?? null, queue: this.options.queue,
+    });
 
     if (task.expires && task.expires.getTime() <= Date.now()) {
       this.log.info(`${task.name}[${task.id}] expired at ${task.expires.toISOString()}; revoked`);
@@ -228,7 +265,7 @@ class Worker {
   }
 
   /** Returns why this worker must not run the task, or nothing when it may. */
-  private refuse(task: TaskMessage): { error: ProtocolError; reply: ResultMessage["result"] } | undefined {
+  private refuse(task: TaskMessage): { error: ProtocolError; reply: ExceptionInfo } | undefined {
     const name = shortTaskName(task.name);
     const home = this.options.config.routing[name];
     if (home === undefined) {
@@ -267,6 +304,7 @@ class Worker {
     const abort = new AbortController();
     this.running.set(task.id, abort);
     this.log.debug({ message: `${task.name}[${task.id}] received (retries ${task.retries})`, task: task.name, id: task.id });
+    this.taskEvent("task-started", { uuid: task.id });
 
     try {
       const outcome = await runTask(def, task, abort.signal);
@@ -282,8 +320,10 @@ class Worker {
 
   private async settle(delivery: Delivery, task: TaskMessage, def: TaskDef, outcome: TaskOutcome): Promise<void> {
     const seconds = outcome.value.execution_time;
+    this.processed++;
     if (outcome.ok) {
       this.summary.succeeded++;
+      this.taskEvent("task-succeeded", { uuid: task.id, result: JSON.stringify(outcome.value.result), runtime: seconds });
       this.log.debug(`${task.name}[${task.id}] succeeded in ${seconds}s`);
       if (!task.ignoreResult) await this.reply(task, { status: "SUCCESS", result: outcome.value, traceback: null });
       return this.ack(delivery);
@@ -291,9 +331,11 @@ class Worker {
 
     const allowed = def.maxRetries ?? this.options.config.retry.maxRetries;
     const why = `${outcome.error!.exc_type}: ${outcome.error!.exc_message.join(" ")}`;
+    const failure = { uuid: task.id, exception: pyRepr(outcome.error!), traceback: why };
     if (task.retries < allowed) {
       const delay = retryDelay(this.options.config.retry, task.retries);
       this.summary.retried++;
+      this.taskEvent("task-retried", failure);
       this.log.info(`${task.name}[${task.id}] failed (${why}); retry ${task.retries + 1}/${allowed} in ${delay.toFixed(2)}s`);
       // Publish the retry before acking the original, as Celery does: if the worker dies in
       // between, the original is redelivered and nothing is lost.
@@ -303,6 +345,7 @@ class Worker {
     }
 
     this.summary.failed++;
+    this.taskEvent("task-failed", failure);
     this.log.warn(`${task.name}[${task.id}] failed after ${task.retries} retries: ${why}`);
     await this.reply(task, { status: "FAILURE", result: { ...outcome.error, ...outcome.value }, traceback: why });
     this.ack(delivery);
@@ -380,6 +423,7 @@ class Worker {
     this.held.clear();
 
     await this.drain(grace);
+    await this.events.stop();
     await this.broker?.close();
     this.log.success(`stopped (${JSON.stringify(this.summary)})`);
   }
