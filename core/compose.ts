@@ -11,6 +11,17 @@ import { DtestError, UsageError } from "./errors.ts";
 
 const CANDIDATES = [["docker", "compose"], ["docker-compose"], ["podman-compose"]];
 
+const PODMAN_SOCKET = "/run/podman/podman.sock";
+
+/**
+ * The environment for compose: where no Docker socket exists but podman's Docker-compatible
+ * socket does (see scripts/container-engine.sh), point DOCKER_HOST at it.
+ */
+export function composeEnv(env = process.env): Record<string, string | undefined> {
+  if (env.DOCKER_HOST || existsSync("/var/run/docker.sock") || !existsSync(PODMAN_SOCKET)) return env;
+  return { ...env, DOCKER_HOST: `unix://${PODMAN_SOCKET}` };
+}
+
 export interface Compose {
   /** The command that runs compose, with the files passed as -f. */
   argv: string[];
@@ -25,7 +36,7 @@ export interface ServiceContainers {
 
 async function answers(argv: string[]): Promise<boolean> {
   try {
-    const child = Bun.spawn([...argv, "version"], { stdout: "ignore", stderr: "ignore", stdin: "ignore" });
+    const child = Bun.spawn([...argv, "version"], { stdout: "ignore", stderr: "ignore", stdin: "ignore", env: composeEnv() });
     return (await child.exited) === 0;
   } catch {
     // Not installed: spawn fails with ENOENT.
@@ -81,7 +92,7 @@ export interface RunResult {
 }
 
 export async function runCompose(compose: Compose, args: string[]): Promise<RunResult> {
-  const child = Bun.spawn([...compose.argv, ...args], { stdout: "pipe", stderr: "pipe", stdin: "ignore" });
+  const child = Bun.spawn([...compose.argv, ...args], { stdout: "pipe", stderr: "pipe", stdin: "ignore", env: composeEnv() });
   const [stdout, stderr, code] = await Promise.all([
     new Response(child.stdout).text(),
     new Response(child.stderr).text(),
@@ -108,7 +119,9 @@ export async function mustCompose(compose: Compose, args: string[]): Promise<str
  */
 export async function serviceContainers(compose: Compose, services: string[]): Promise<ServiceContainers[]> {
   const json = await runCompose(compose, ["ps", "--format", "json"]);
-  const rows = json.code === 0 ? parseJsonRows(json.stdout) : parseTable(await mustCompose(compose, ["ps"]));
+  // docker-compose v1 answers an unknown --format with its usage text and exit 0.
+  const understood = json.code === 0 && !json.stderr.includes("Usage:");
+  const rows = understood ? parseJsonRows(json.stdout) : parseTable(await mustCompose(compose, ["ps"]), services);
 
   return services.map((service) => {
     const mine = rows.filter((r) => r.service === service && r.running);
@@ -133,13 +146,13 @@ function parseJsonRows(text: string): Row[] {
   }));
 }
 
-/** docker-compose v1 names containers `<project>_<service>_<n>`. */
-function parseTable(text: string): Row[] {
+/** docker-compose v1 names containers `<project>_<service>_<n>`; projects may contain `_` too. */
+function parseTable(text: string, services: string[]): Row[] {
   const lines = text.split("\n");
   const start = lines.findIndex((l) => /^-{5,}/.test(l));
   return lines.slice(start + 1).filter((l) => l.trim()).map((line) => {
     const name = line.trim().split(/\s+/)[0]!;
-    const match = /^.+?[_-](.+)[_-]\d+$/.exec(name);
-    return { name, service: match?.[1] ?? name, running: /\sUp(\s|$)/.test(line) };
+    const service = services.find((s) => new RegExp(`[_-]${s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}[_-]\\d+$`).test(name));
+    return { name, service: service ?? name, running: /\sUp(\s|$)/.test(line) };
   });
 }

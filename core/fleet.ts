@@ -33,6 +33,8 @@ export interface FleetStatus {
   queues: QueueStatus[];
   workers: WorkerInfo[];
   containers: ServiceContainers[] | null;
+  /** Why containers are not shown, when a compose tool exists but could not answer. */
+  containersError?: string;
 }
 
 /** Listens to the event stream for `ms` and returns the workers that announced themselves. */
@@ -81,8 +83,13 @@ export async function readStatus(
     deadLetters: dead[i]!.messages,
   }));
 
-  const containers = compose ? await serviceContainers(compose, Object.keys(serviceQueues(compose.files))) : null;
-  return { queues: status, workers, containers };
+  if (!compose) return { queues: status, workers, containers: null };
+  try {
+    return { queues: status, workers, containers: await serviceContainers(compose, Object.keys(serviceQueues(compose.files))) };
+  } catch (err) {
+    // The broker's view is still worth printing when the container engine is down.
+    return { queues: status, workers, containers: null, containersError: (err as Error).message.split("\n")[0] };
+  }
 }
 
 export function renderStatus(status: FleetStatus): string[] {
@@ -96,6 +103,7 @@ export function renderStatus(status: FleetStatus): string[] {
     lines.push(`  ${w.hostname}  queues ${w.queues.join(",") || "?"}  active ${w.active}  processed ${w.processed}  (${w.software})`);
   }
 
+  if (status.containersError) lines.push("", `CONTAINERS: not shown (${status.containersError})`);
   if (status.containers) {
     lines.push("", "CONTAINERS");
     for (const c of status.containers) lines.push(`  ${c.service}: ${c.running} running${c.names.length ? ` (${c.names.join(", ")})` : ""}`);
