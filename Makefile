@@ -76,6 +76,9 @@ scale-all: $(BIN) ## Scale every worker service: make scale-all COUNT=4
 status: $(BIN) ## Workers, messages and containers per queue
 	$(BIN) status
 
+load-test: $(BIN) ## Load the running workers: make load-test TASKS=20
+	$(BIN) load-test --tasks $(TASKS)
+
 test: $(BIN) ## Run every test against RabbitMQ, the compiled binary and (if present) containers
 	$(BUN) test
 

@@ -7,12 +7,14 @@
  *   dtest status                      workers, messages and containers per queue
  *   dtest scale worker-a 3            scale a worker service through compose
  *   dtest monitor                     follow workers and tasks live
+ *   dtest load-test --tasks 20        load the workers, report throughput and latency
  *   dtest --help                      every subcommand and flag
  */
 import { defineCommand, runCommand, showUsage, type CommandDef } from "citty";
 
 import { EXIT } from "../core/errors.ts";
 import dispatch from "./dispatch.ts";
+import loadTest from "./load-test.ts";
 import monitor from "./monitor.ts";
 import scale from "./scale.ts";
 import status from "./status.ts";
@@ -22,7 +24,7 @@ const VERSION = "0.1.0";
 
 const main = defineCommand({
   meta: { name: "dtest", version: VERSION, description: "Distributed test dispatch over RabbitMQ (Celery protocol v2)" },
-  subCommands: { dispatch, worker, scale, status, monitor },
+  subCommands: { dispatch, worker, "load-test": loadTest, scale, status, monitor },
 });
 
 /** Finds the subcommand the arguments name, for usage output. */

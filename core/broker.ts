@@ -124,6 +124,28 @@ export async function declareTaskQueue(channel: Channel, queue: string): Promise
   await channel.bindQueue(queue, queue, queue);
 }
 
+/** A reply queue nobody consumes for this long is removed by RabbitMQ (ms). */
+export const REPLY_QUEUE_EXPIRES_MS = 10 * 60 * 1000;
+
+/**
+ * Declares a dispatcher's reply queue: durable and non-exclusive with an idle expiry. An
+ * exclusive or auto-delete queue would vanish with a dropped connection, taking the replies
+ * that arrive meanwhile with it; the expiry removes one a crashed dispatcher left behind.
+ */
+export async function declareReplyQueue(channel: Channel, name: string): Promise<void> {
+  await channel.assertQueue(name, {
+    durable: true,
+    exclusive: false,
+    autoDelete: false,
+    arguments: { "x-expires": REPLY_QUEUE_EXPIRES_MS },
+  });
+}
+
+/** A fresh reply queue name for one dispatcher run. */
+export function replyQueueName(): string {
+  return `dtest.reply.${crypto.randomUUID()}`;
+}
+
 /** The queue where a worker parks messages it cannot process, with the reason in headers. */
 export function deadLetterQueue(queue: string): string {
   return `${queue}.dead`;
@@ -133,6 +155,41 @@ export async function declareDeadLetterQueue(channel: Channel, queue: string): P
   const name = deadLetterQueue(queue);
   await channel.assertQueue(name, { durable: true, exclusive: false, autoDelete: false });
   return name;
+}
+
+/**
+ * Waits until every queue has a consumer, up to `waitMs`; throws BrokerError naming the idle
+ * queues and the command that starts a worker for each. Returns the last states read.
+ */
+export async function waitForWorkers(
+  model: RecoveringChannelModel,
+  queues: string[],
+  waitMs: number,
+  signal: AbortSignal,
+): Promise<QueueState[]> {
+  const started = Date.now();
+  let states = await inspectQueues(model, queues);
+
+  while (states.some((s) => s.consumers === 0) && Date.now() - started < waitMs) {
+    signal.throwIfAborted();
+    await Bun.sleep(100);
+    states = await inspectQueues(model, queues);
+  }
+
+  const idle = states.filter((s) => s.consumers === 0);
+  if (idle.length > 0) {
+    const names = idle.map((s) => s.queue).join(", ");
+    const start = idle.map((s) => `./dtest worker --queue ${s.queue}`).join(" & ");
+    throw new BrokerError(`no worker consumes ${names} (waited ${waitMs / 1000} s)`, {
+      hint: `start one with: ${start}  (or run dispatch --spawn-workers)`,
+    });
+  }
+  return states;
+}
+
+/** `queue_a=1, queue_b=2`, for logs and reports. */
+export function describeConsumers(states: QueueState[]): string {
+  return states.map((s) => `${s.queue}=${s.consumers}`).join(", ");
 }
 
 export interface QueueState {

@@ -5,15 +5,20 @@
  */
 import type { ChannelModel, ConfirmChannel, ConsumeMessage } from "amqplib";
 
-import { connectBroker, declareTaskQueue, inspectQueues, type Broker, type QueueState } from "./broker.ts";
+import {
+  connectBroker,
+  declareReplyQueue,
+  declareTaskQueue,
+  describeConsumers,
+  replyQueueName,
+  waitForWorkers,
+  type Broker,
+} from "./broker.ts";
 import { scenarioQueues, type DtestConfig } from "./config.ts";
-import { BrokerError, EXIT } from "./errors.ts";
+import { EXIT } from "./errors.ts";
 import type { Logger } from "./log.ts";
 import { decodeResult, encodeTask, newTask, ProtocolError, type TaskMessage } from "./protocol.ts";
 import { applyReply, recordLabel, renderResults, renderTotals, totals, type RunTotals, type TaskRecord } from "./results.ts";
-
-/** A reply queue nobody consumes for this long is removed by RabbitMQ (ms). */
-export const REPLY_QUEUE_EXPIRES_MS = 10 * 60 * 1000;
 
 export interface DispatchOptions {
   config: DtestConfig;
@@ -46,7 +51,7 @@ interface Pending {
 class Dispatch {
   private broker?: Broker;
   private channel?: ConfirmChannel;
-  private readonly replyQueue = `dtest.reply.${crypto.randomUUID()}`;
+  private readonly replyQueue = replyQueueName();
   private readonly pending = new Map<string, Pending>();
   private remaining = 0;
   private allDone?: () => void;
@@ -83,14 +88,7 @@ class Dispatch {
     channel.on("error", (err: Error) => this.log.warn(`channel error: ${err.message}`));
     channel.on("handler-error", (err: Error, event: string) => this.log.error(`"${event}" listener threw: ${err.message}`));
 
-    // Durable and non-exclusive with an idle expiry: an exclusive or auto-delete queue would
-    // vanish with a dropped connection, taking replies that arrive meanwhile with it.
-    await channel.assertQueue(this.replyQueue, {
-      durable: true,
-      exclusive: false,
-      autoDelete: false,
-      arguments: { "x-expires": REPLY_QUEUE_EXPIRES_MS },
-    });
+    await declareReplyQueue(channel, this.replyQueue);
     // Declared as Celery's client does, so tasks wait in their queue even if a worker restarts.
     for (const queue of scenarioQueues(this.options.config)) await declareTaskQueue(channel, queue);
     await channel.prefetch(1000);
@@ -105,28 +103,11 @@ class Dispatch {
   private async preflight(): Promise<void> {
     const queues = scenarioQueues(this.options.config);
     const waitMs = (this.options.workerWait ?? 5) * 1000;
-    const started = Date.now();
-    let states: QueueState[] = [];
-
-    while (true) {
-      states = await inspectQueues(this.broker!.model, queues);
-      if (states.every((s) => s.consumers > 0) || Date.now() - started >= waitMs) break;
-      this.options.signal.throwIfAborted();
-      await Bun.sleep(100);
-    }
-
-    const idle = states.filter((s) => s.consumers === 0);
-    if (idle.length > 0) {
-      const names = idle.map((s) => s.queue).join(", ");
-      const start = idle.map((s) => `./dtest worker --queue ${s.queue}`).join(" & ");
-      throw new BrokerError(`no worker consumes ${names} (waited ${waitMs / 1000} s)`, {
-        hint: `start one with: ${start}  (or run dispatch --spawn-workers)`,
-      });
-    }
+    const states = await waitForWorkers(this.broker!.model, queues, waitMs, this.options.signal);
 
     const found = states.reduce((sum, s) => sum + s.consumers, 0);
     const expected = this.options.config.system.workers;
-    const detail = states.map((s) => `${s.queue}=${s.consumers}`).join(", ");
+    const detail = describeConsumers(states);
     if (found < expected) this.log.warn(`expected ${expected} workers, found ${found} (${detail})`);
     else this.log.info(`workers ready: ${detail}`);
   }

@@ -1,0 +1,78 @@
+/**
+ * The floor: a minimal amqplib echo over the same broker with dtest's guarantees (durable
+ * queue, persistent messages both ways, confirms on both sides, ack after the reply is
+ * confirmed). Nothing built on this broker can round-trip faster.
+ */
+import { join } from "node:path";
+
+import type { ChannelModel } from "amqplib";
+
+import { runName, type Leftovers } from "../lib/broker.ts";
+import { runTimed, spawnChild, type Child } from "../lib/proc.ts";
+
+/** A queue left by a bench that died removes itself after this long unused (ms). */
+const ORPHAN_EXPIRES_MS = 10 * 60 * 1000;
+
+const HERE = import.meta.dir;
+
+export interface FloorRound {
+  n: number;
+  seconds: number;
+  rate: number;
+  publish_confirmed_ms: number;
+  latency_ms: Record<string, number>;
+}
+
+export interface FloorSession {
+  workers: Child[];
+  /** One client round of `n` round trips, in a fresh client process. */
+  round(n: number): Promise<FloorRound>;
+  stop(): Promise<void>;
+}
+
+export interface FloorSetup {
+  url: string;
+  model: ChannelModel;
+  leftovers: Leftovers;
+  workers: number;
+  prefetch: number;
+  /** Distinguishes the queues of several sessions in one run. */
+  label: string;
+}
+
+/** Declares the queues and starts the echo workers; resolves once every worker consumes. */
+export async function startFloor(setup: FloorSetup): Promise<FloorSession> {
+  const queue = runName(`floor_${setup.label}`);
+  const replyQueue = `${queue}_reply`;
+  setup.leftovers.queue(queue, replyQueue);
+
+  const ch = await setup.model.createChannel();
+  const args = { "x-expires": ORPHAN_EXPIRES_MS };
+  await ch.assertQueue(queue, { durable: true, arguments: args });
+  await ch.assertQueue(replyQueue, { durable: true, arguments: args });
+  await ch.close();
+
+  const workers: Child[] = [];
+  for (let i = 0; i < setup.workers; i++) {
+    const argv = [process.execPath, join(HERE, "../floor/echo-worker.ts"), "--url", setup.url,
+      "--queue", queue, "--prefetch", String(setup.prefetch)];
+    workers.push(spawnChild(argv));
+  }
+  await Promise.all(workers.map((w) => w.waitForStderr(`consuming ${queue}`)));
+
+  return {
+    workers,
+    round: (n) => clientRound(setup.url, queue, replyQueue, n),
+    stop: async () => {
+      await Promise.all(workers.map((w) => w.stop()));
+    },
+  };
+}
+
+async function clientRound(url: string, queue: string, replyQueue: string, n: number): Promise<FloorRound> {
+  const argv = [process.execPath, join(HERE, "../floor/client.ts"), "--url", url,
+    "--queue", queue, "--reply-queue", replyQueue, "--n", String(n)];
+  const { code, stdout, stderr } = await runTimed(argv);
+  if (code !== 0) throw new Error(`floor client exited with ${code}:\n${stderr.slice(-2000)}`);
+  return JSON.parse(stdout) as FloorRound;
+}

@@ -1,0 +1,67 @@
+/** `dtest load-test --tasks N`: load the workers and report throughput and latency. */
+import { defineCommand } from "citty";
+
+import { resolveBrokerUrl } from "../core/broker.ts";
+import { loadConfig } from "../core/config.ts";
+import { renderLoadHtml } from "../core/load-report.ts";
+import { renderLoadReport, runLoadTest, type LoadProgress } from "../core/load.ts";
+import { checkFlags, guard, parseCount, parseSeconds, sharedArgs, startRun } from "./shared.ts";
+
+const args = {
+  ...sharedArgs,
+  tasks: { type: "string", description: "Tasks of each routed type (default 20)" },
+  task: { type: "string", description: "Load only this task, e.g. a noop task for pure overhead" },
+  rate: { type: "string", description: "Offered rate in tasks/s (default: all at once)" },
+  duration: { type: "string", description: "Keep sending for this many seconds instead of --tasks" },
+  timeout: { type: "string", description: "Seconds to wait for results after the last send (default 300)" },
+  "wait-workers": { type: "string", description: "Seconds to wait for a worker on each queue (default 5)" },
+  json: { type: "string", description: "Write the figures as JSON to this file" },
+  report: { type: "string", description: "Write a self-contained HTML page with the charts to this file" },
+} as const;
+
+/** A progress bar on a terminal; a plain line now and then otherwise. */
+function progressPrinter(tty: boolean): (p: LoadProgress) => void {
+  return (p) => {
+    const rate = p.elapsedSeconds > 0 ? Math.round(p.done / p.elapsedSeconds) : 0;
+    const total = p.planned ?? p.sent;
+    if (!tty) {
+      process.stderr.write(`progress: ${p.done}/${total} done, ${p.sent} sent, ${rate}/s, ${p.elapsedSeconds.toFixed(1)}s\n`);
+      return;
+    }
+    const width = 30;
+    const filled = total > 0 ? Math.round((width * p.done) / total) : 0;
+    const bar = "#".repeat(filled) + ".".repeat(width - filled);
+    process.stderr.write(`\r[${bar}] ${p.done}/${total} ${rate}/s `);
+  };
+}
+
+export default defineCommand({
+  meta: { name: "load-test", description: "Send N tasks of each type and report throughput, latency and losses" },
+  args,
+  run: ({ args: values, rawArgs }) =>
+    guard(async () => {
+      checkFlags(rawArgs, args);
+      const config = await loadConfig(values.config);
+      const perType = parseCount("tasks", values.tasks, 20);
+      const rate = values.rate === undefined ? undefined : parseSeconds("rate", values.rate, 1);
+      const duration = values.duration === undefined ? undefined : parseSeconds("duration", values.duration, 1);
+      const timeout = parseSeconds("timeout", values.timeout, 300);
+      const workerWait = parseSeconds("wait-workers", values["wait-workers"], 5);
+      const connectTimeout = parseSeconds("connect-timeout", values["connect-timeout"], 10) * 1000;
+      const { logger, signal } = startRun(values);
+      for (const warning of config.warnings) logger.warn(warning);
+
+      const tty = process.stderr.isTTY === true;
+      const broker = resolveBrokerUrl(values.broker, config.rabbitmq, config.file);
+      const report = await runLoadTest({
+        config, brokerUrl: broker.url, logger, signal, perType, only: values.task, rate, duration, timeout,
+        workerWait, connectTimeout, onProgress: progressPrinter(tty), progressEveryMs: tty ? 200 : 2000,
+      });
+      if (tty) process.stderr.write("\n");
+
+      process.stdout.write(`${renderLoadReport(report).join("\n")}\n`);
+      if (values.json) await Bun.write(values.json, `${JSON.stringify(report, null, 2)}\n`);
+      if (values.report) await Bun.write(values.report, renderLoadHtml(report, `dtest load test: ${config.scenario.description}`));
+      return report.exit_code;
+    }),
+});

@@ -1,0 +1,175 @@
+/**
+ * `dtest load-test` against the real broker with small N: counts, percentiles, exit codes,
+ * the JSON shape, non-TTY progress, the HTML page, and a worker killed mid-run.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+
+import type { ChannelModel } from "amqplib";
+
+import {
+  connectTestBroker,
+  deleteQueues,
+  requireBinary,
+  run,
+  start,
+  startWorker,
+  stopAll,
+  tempDir,
+  uniqueName,
+  writeConfig,
+  type Proc,
+} from "./helpers.ts";
+
+let conn: ChannelModel;
+const queues: string[] = [];
+
+beforeAll(async () => {
+  await requireBinary();
+  conn = await connectTestBroker();
+});
+
+afterAll(async () => {
+  await deleteQueues(conn, queues.flatMap((q) => [q, `${q}.dead`]));
+  await conn.close();
+});
+
+function setup(tasks: (qa: string, qb: string) => string) {
+  const qa = uniqueName("qa");
+  const qb = uniqueName("qb");
+  queues.push(qa, qb);
+  const dir = tempDir();
+  return { dir, qa, qb, file: writeConfig(dir, tasks(qa, qb)) };
+}
+
+describe("load-test", () => {
+  test("sends N of each routed type and reports counts, latency and execution per type", async () => {
+    const { dir, qa, qb, file } = setup((qa, qb) => `
+task_routing:
+  task_a: ${qa}
+  task_b: ${qb}
+tasks:
+  task_a: { kind: hello, duration: 0.01 }
+  task_b: { kind: noop }
+`);
+    const workers = [await startWorker(qa, file, ["--concurrency", "4"]), await startWorker(qb, file, ["--concurrency", "4"])];
+
+    try {
+      const out = join(dir, "load.json");
+      const result = await run(["load-test", "--config", file, "--tasks", "25", "--json", out]);
+
+      expect(result.stdout).toContain(`Workers at start: ${qa}=1, ${qb}=1`);
+      expect(result.stdout).toContain("Tasks: sent 50, succeeded 50, failed 0, lost 0, duplicates 0");
+      expect(result.stdout).toMatch(/Latency \(publish to result\): p50 [\d.]+ms, p95 [\d.]+ms, p99 [\d.]+ms, max [\d.]+ms/);
+      expect(result.stdout).toMatch(/Execution time task_a: mean 0\.01\d\ds/);
+      expect(result.stderr).toMatch(/^progress: 50\/50 done, 50 sent/m);
+      expect(result.code).toBe(0);
+
+      const report = JSON.parse(readFileSync(out, "utf8"));
+      expect(report.version).toBe(1);
+      expect(report.tasks).toEqual({ sent: 50, succeeded: 50, failed: 0, lost: 0, duplicates: 0, retries: 0 });
+      expect(report.workers).toEqual({ start: { [qa]: 1, [qb]: 1 }, end: { [qa]: 1, [qb]: 1 } });
+      const l = report.latency_ms;
+      expect(l.p50).toBeGreaterThan(0);
+      expect(l.p50).toBeLessThanOrEqual(l.p95);
+      expect(l.p95).toBeLessThanOrEqual(l.p99);
+      expect(l.p99).toBeLessThanOrEqual(l.max);
+      expect(report.execution_seconds.task_a.count).toBe(25);
+      expect(report.histogram.reduce((n: number, b: { count: number }) => n + b.count, 0)).toBe(50);
+      expect(report.timeline.reduce((n: number, p: { completed: number }) => n + p.completed, 0)).toBe(50);
+      expect(report.throughput_per_second).toBeGreaterThan(0);
+    } finally {
+      await stopAll(workers);
+    }
+  });
+
+  test("--task loads one kind; failures exit 1 and are counted", async () => {
+    const { file, qa } = setup((qa) => `
+task_routing:
+  bad: ${qa}
+  good: ${qa}
+retry_config: { max_retries: 1, retry_delay: 0.01 }
+tasks:
+  bad: { kind: exec, command: ["false"] }
+  good: { kind: noop }
+`);
+    const worker = await startWorker(qa, file, ["--concurrency", "4"]);
+
+    try {
+      const result = await run(["load-test", "--config", file, "--task", "bad", "--tasks", "5"]);
+      expect(result.stdout).toContain("Tasks: sent 5, succeeded 0, failed 5, lost 0, duplicates 0");
+      expect(result.stdout).toContain("Retries: 5");
+      expect(result.stdout).toContain("FAILED: 5 task(s) failed");
+      expect(result.code).toBe(1);
+    } finally {
+      await stopAll([worker]);
+    }
+  });
+
+  test("--rate offers tasks at that pace, and --report writes an HTML page with both charts", async () => {
+    const { dir, file, qa } = setup((qa) => `task_routing:\n  ping: ${qa}\ntasks:\n  ping: { kind: noop }\n`);
+    const worker = await startWorker(qa, file);
+
+    try {
+      const page = join(dir, "report.html");
+      const result = await run(["load-test", "--config", file, "--tasks", "40", "--rate", "50", "--report", page]);
+      const seconds = Number(/Total time: ([\d.]+)s/.exec(result.stdout)?.[1]);
+      expect(seconds).toBeGreaterThanOrEqual(0.75);
+      expect(result.code).toBe(0);
+
+      const html = readFileSync(page, "utf8");
+      expect(html).toStartWith("<!doctype html>");
+      expect(html.match(/<svg /g)).toHaveLength(2);
+      expect(html).toContain("sent 40, succeeded 40");
+      expect(html).not.toMatch(/<script|src="http/);
+    } finally {
+      await stopAll([worker]);
+    }
+  });
+
+  test("tasks nobody answers are counted lost and exit 3", async () => {
+    const { file, qa } = setup((qa) => `task_routing:\n  slow: ${qa}\ntasks:\n  slow: { kind: hello, duration: 10 }\n`);
+    const worker = await startWorker(qa, file);
+
+    try {
+      const result = await run(["load-test", "--config", file, "--tasks", "3", "--timeout", "0.5"]);
+      expect(result.stdout).toContain("Tasks: sent 3, succeeded 0, failed 0, lost 3");
+      expect(result.code).toBe(3);
+    } finally {
+      worker.child.kill("SIGKILL");
+      await worker.exit();
+    }
+  });
+
+  test("a worker killed mid-run loses nothing: every task is reported exactly once", async () => {
+    const { file, qa } = setup((qa) => `task_routing:\n  work: ${qa}\ntasks:\n  work: { kind: hello, duration: 0.02 }\n`);
+    const victim = await startWorker(qa, file, ["--concurrency", "5"]);
+    const survivor = await startWorker(qa, file, ["--concurrency", "5"]);
+    const load = start(["load-test", "--config", file, "--tasks", "300", "--timeout", "60"]);
+    let late: Proc | undefined;
+
+    try {
+      await victim.waitFor(/succeeded/);
+      victim.child.kill("SIGKILL");
+      await victim.exit();
+      late = await startWorker(qa, file, ["--concurrency", "5"]);
+
+      expect(await load.exit()).toBe(0);
+      expect(load.stdout).toMatch(/Tasks: sent 300, succeeded 300, failed 0, lost 0, duplicates \d+/);
+    } finally {
+      await stopAll([survivor, ...(late ? [late] : [])]);
+    }
+  });
+
+  test.each([
+    [["load-test", "--tasks", "0"], "--tasks must be a whole number ≥ 1"],
+    [["load-test", "--tasks", "-3"], "--tasks must be a whole number ≥ 1"],
+    [["load-test", "--rate", "fast"], "--rate must be a number of seconds > 0"],
+    [["load-test", "--task", "nope", "--wait-workers", "0.1"], "--task nope is not routed"],
+  ])("usage error %p exits 2", async (args, message) => {
+    const result = await run(args);
+    expect(result.stderr).toContain(message);
+    expect(result.code).toBe(2);
+  });
+});
