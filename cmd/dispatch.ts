@@ -26,18 +26,18 @@ export default defineCommand({
       const { logger, signal } = startRun(values);
       for (const warning of config.warnings) logger.warn(warning);
 
-      const broker = resolveBrokerUrl(values.broker, config.rabbitmq, config.file);
+      const broker = resolveBrokerUrl(values, config.rabbitmq, config.file);
       let workers: LocalWorkers | undefined;
       if (values["spawn-workers"]) {
         workers = spawnWorkers(scenarioQueues(config), {
-          self: selfCommand(), configFile: config.file, brokerUrl: broker.url, logger, logLevel: values["log-level"] ?? "warn",
+          self: selfCommand(), configFile: config.file, broker, logger, logLevel: values["log-level"] ?? "warn",
         });
       }
 
       try {
         const print = (line: string) => process.stdout.write(`${line}\n`);
         const connectTimeout = parseSeconds("connect-timeout", values["connect-timeout"], 10) * 1000;
-        const report = await dispatch({ config, brokerUrl: broker.url, logger, signal, timeout, workerWait, connectTimeout, print });
+        const report = await dispatch({ config, broker, logger, signal, timeout, workerWait, connectTimeout, print });
         return report.exitCode;
       } finally {
         await workers?.stop();

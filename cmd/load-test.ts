@@ -52,9 +52,9 @@ export default defineCommand({
       for (const warning of config.warnings) logger.warn(warning);
 
       const tty = process.stderr.isTTY === true;
-      const broker = resolveBrokerUrl(values.broker, config.rabbitmq, config.file);
+      const broker = resolveBrokerUrl(values, config.rabbitmq, config.file);
       const report = await runLoadTest({
-        config, brokerUrl: broker.url, logger, signal, perType, only: values.task, rate, duration, timeout,
+        config, broker, logger, signal, perType, only: values.task, rate, duration, timeout,
         workerWait, connectTimeout, onProgress: progressPrinter(tty), progressEveryMs: tty ? 200 : 2000,
       });
       if (tty) process.stderr.write("\n");

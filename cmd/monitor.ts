@@ -22,8 +22,8 @@ export default defineCommand({
       const interval = parseSeconds("interval", values.interval, 5);
       const { logger, signal } = startRun(values);
 
-      const broker = resolveBrokerUrl(values.broker, config.rabbitmq, config.file);
+      const broker = resolveBrokerUrl(values, config.rabbitmq, config.file);
       const print = (line: string) => process.stdout.write(`${line}\n`);
-      await monitor({ config, brokerUrl: broker.url, logger, signal, json: values.json ?? false, interval, print });
+      await monitor({ config, broker, logger, signal, json: values.json ?? false, interval, print });
     }),
 });

@@ -39,8 +39,8 @@ export default defineCommand({
       const config = await loadConfig(values.config);
       const { logger, signal } = startRun(values);
 
-      const broker = resolveBrokerUrl(values.broker, config.rabbitmq, config.file);
-      await using connection = await connectBroker(broker.url, { logger, name: "dtest scale", signal });
+      const broker = resolveBrokerUrl(values, config.rabbitmq, config.file);
+      await using connection = await connectBroker(broker, { logger, name: "dtest scale", signal });
       const states = await scaleServices({ model: connection.model, compose, targets, logger, wait, signal });
       for (const s of states) process.stdout.write(`${s.queue}: ${s.consumers} consumer(s)\n`);
     }),

@@ -17,6 +17,10 @@ export const sharedArgs = {
     type: "string",
     description: "Broker URL, amqp[s]://user:pass@host:port/vhost (else AMQP_URL, BROKER_URL, the config)",
   },
+  ca: {
+    type: "string",
+    description: "PEM file of the CA that signed an amqps:// broker's certificate (else AMQP_CA_FILE)",
+  },
   "connect-timeout": {
     type: "string",
     description: "Seconds to keep trying to reach the broker at start (default 10)",
@@ -35,6 +39,7 @@ export const sharedArgs = {
 export interface SharedArgValues {
   config: string;
   broker?: string;
+  ca?: string;
   "connect-timeout"?: string;
   "log-level"?: string;
   "log-format"?: string;

@@ -37,8 +37,8 @@ export default defineCommand({
       const listenMs = parseSeconds("listen", values.listen, 2.3) * 1000;
       const { logger, signal } = startRun(values);
 
-      const broker = resolveBrokerUrl(values.broker, config.rabbitmq, config.file);
-      await using connection = await connectBroker(broker.url, { logger, name: "dtest status", signal });
+      const broker = resolveBrokerUrl(values, config.rabbitmq, config.file);
+      await using connection = await connectBroker(broker, { logger, name: "dtest status", signal });
       const compose = await optionalCompose(logger);
       const status = await readStatus(connection.model, routedQueues(config), compose, listenMs);
 

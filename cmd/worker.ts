@@ -38,11 +38,11 @@ export default defineCommand({
       const { logger, signal, forceSignal } = startRun(values);
       for (const warning of config.warnings) logger.warn(warning);
 
-      const broker = resolveBrokerUrl(values.broker, config.rabbitmq, config.file);
+      const broker = resolveBrokerUrl(values, config.rabbitmq, config.file);
       const name = values.name || defaultWorkerName(queue);
       const connectTimeout = parseSeconds("connect-timeout", values["connect-timeout"], 10) * 1000;
       await runWorker({
-        config, queue, brokerUrl: broker.url, concurrency, name, logger, signal, forceSignal, graceMs, maxMessageBytes, connectTimeout,
+        config, queue, broker, concurrency, name, logger, signal, forceSignal, graceMs, maxMessageBytes, connectTimeout,
       });
     }),
 });

@@ -3,10 +3,12 @@
  * declarations Celery makes, and closing in order. Reconnecting is amqplib's job; callers
  * pass a `setup` that restores their channels and consumers after every (re)connect.
  */
+import { existsSync, readFileSync } from "node:fs";
+
 import amqp, { type Channel, type ChannelModel, type RecoveringChannelModel } from "amqplib";
 
 import type { BrokerSettings } from "./config.ts";
-import { BrokerError, describeError } from "./errors.ts";
+import { BrokerError, describeError, UsageError } from "./errors.ts";
 import { maskSecrets, type Logger } from "./log.ts";
 
 export const DEFAULT_BROKER_URL = "amqp://guest:guest@127.0.0.1:5672";
@@ -14,19 +16,42 @@ export const DEFAULT_BROKER_URL = "amqp://guest:guest@127.0.0.1:5672";
 export interface BrokerUrl {
   url: string;
   /** Where the URL came from, for messages: `--broker`, `AMQP_URL`, `BROKER_URL` or the file. */
-  source: string;
+  source?: string;
+  /** PEM file of the CA that signed an amqps:// broker's certificate. */
+  caFile?: string;
 }
 
-/** Picks the broker URL: `--broker`, then AMQP_URL, then BROKER_URL, then the config file. */
-export function resolveBrokerUrl(flag: string | undefined, settings: BrokerSettings, file: string): BrokerUrl {
-  if (flag) return { url: flag, source: "--broker" };
-  if (process.env.AMQP_URL) return { url: process.env.AMQP_URL, source: "AMQP_URL" };
-  if (process.env.BROKER_URL) return { url: process.env.BROKER_URL, source: "BROKER_URL" };
+/**
+ * Picks the broker URL: `--broker`, then AMQP_URL, then BROKER_URL, then the config file;
+ * and the CA file for amqps:// from `--ca`, then AMQP_CA_FILE.
+ */
+export function resolveBrokerUrl(
+  flags: { broker?: string; ca?: string },
+  settings: BrokerSettings,
+  file: string,
+): BrokerUrl {
+  const caFile = flags.ca || process.env.AMQP_CA_FILE || undefined;
+  if (flags.broker) return { url: flags.broker, source: "--broker", caFile };
+  if (process.env.AMQP_URL) return { url: process.env.AMQP_URL, source: "AMQP_URL", caFile };
+  if (process.env.BROKER_URL) return { url: process.env.BROKER_URL, source: "BROKER_URL", caFile };
 
   const user = encodeURIComponent(settings.username);
   const pass = encodeURIComponent(settings.password);
   const vhost = settings.vhost === "/" ? "" : `/${encodeURIComponent(settings.vhost)}`;
-  return { url: `amqp://${user}:${pass}@${settings.host}:${settings.port}${vhost}`, source: `${file} rabbitmq:` };
+  const url = `amqp://${user}:${pass}@${settings.host}:${settings.port}${vhost}`;
+  return { url, source: `${file} rabbitmq:`, caFile };
+}
+
+function tlsOptions(target: BrokerUrl): { ca?: Buffer[] } {
+  if (!target.caFile) return {};
+  if (!target.url.startsWith("amqps://")) {
+    throw new UsageError(`--ca is set but the broker URL is not amqps:// (${maskSecrets(target.url)})`,
+      "use an amqps://host:5671 URL, or drop --ca / AMQP_CA_FILE");
+  }
+  if (!existsSync(target.caFile)) {
+    throw new UsageError(`CA file not found: ${target.caFile}`, "pass --ca with the PEM file of the broker's CA");
+  }
+  return { ca: [readFileSync(target.caFile)] };
 }
 
 export interface ConnectOptions {
@@ -61,12 +86,14 @@ function watchConnection(model: RecoveringChannelModel, logger: Logger): void {
 }
 
 /** Connects with recovery on; throws BrokerError when no broker answers within connectTimeout. */
-export async function connectBroker(url: string, options: ConnectOptions): Promise<Broker> {
+export async function connectBroker(target: BrokerUrl, options: ConnectOptions): Promise<Broker> {
   const logger = options.logger.withTag("broker");
+  const url = target.url;
   const masked = maskSecrets(url);
   const timeout = options.connectTimeout ?? 10_000;
 
   const model = await amqp.connect(url, {
+    ...tlsOptions(target),
     clientProperties: { connection_name: options.name },
     recovery: {
       waitForConnect: false,

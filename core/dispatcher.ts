@@ -13,6 +13,7 @@ import {
   replyQueueName,
   waitForWorkers,
   type Broker,
+  type BrokerUrl,
 } from "./broker.ts";
 import { scenarioQueues, type DtestConfig } from "./config.ts";
 import { EXIT } from "./errors.ts";
@@ -22,7 +23,7 @@ import { applyReply, recordLabel, renderResults, renderTotals, totals, type RunT
 
 export interface DispatchOptions {
   config: DtestConfig;
-  brokerUrl: string;
+  broker: BrokerUrl;
   logger: Logger;
   signal: AbortSignal;
   /** Seconds to wait for all results. */
@@ -66,7 +67,7 @@ class Dispatch {
     print(`Loaded config: ${config.scenario.description}`);
     print(`Expected workers: ${config.system.workers}`);
 
-    this.broker = await connectBroker(this.options.brokerUrl, {
+    this.broker = await connectBroker(this.options.broker, {
       logger: this.options.logger,
       name: "dtest dispatcher",
       setup: (model) => this.openChannel(model),

@@ -14,6 +14,7 @@ import {
   replyQueueName,
   waitForWorkers,
   type Broker,
+  type BrokerUrl,
   type QueueState,
 } from "./broker.ts";
 import type { DtestConfig } from "./config.ts";
@@ -30,7 +31,7 @@ const ACK_DELAY_MS = 20;
 
 export interface LoadOptions {
   config: DtestConfig;
-  brokerUrl: string;
+  broker: BrokerUrl;
   logger: Logger;
   signal: AbortSignal;
   /** Tasks of each type (ignored with `duration`). */
@@ -115,7 +116,7 @@ class LoadTest {
 
   async run(): Promise<LoadReport> {
     const { options } = this;
-    this.broker = await connectBroker(options.brokerUrl, {
+    this.broker = await connectBroker(options.broker, {
       logger: options.logger,
       name: "dtest load-test",
       setup: (model) => this.openChannel(model),

@@ -3,7 +3,7 @@
  * task's progress with its runtime, and per-queue counts and rates. Works with dtest and
  * Celery workers alike; a Celery task's queue is found from the config's routing.
  */
-import { connectBroker } from "./broker.ts";
+import { connectBroker, type BrokerUrl } from "./broker.ts";
 import type { DtestConfig } from "./config.ts";
 import { HEARTBEAT_SECONDS, subscribeEvents, type CeleryEvent } from "./events.ts";
 import type { Logger } from "./log.ts";
@@ -150,7 +150,7 @@ export function describeEvent(e: CeleryEvent): string | undefined {
 
 export interface MonitorOptions {
   config: DtestConfig;
-  brokerUrl: string;
+  broker: BrokerUrl;
   logger: Logger;
   signal: AbortSignal;
   json: boolean;
@@ -174,7 +174,7 @@ export async function monitor(options: MonitorOptions): Promise<void> {
     }
   };
 
-  await using broker = await connectBroker(options.brokerUrl, {
+  await using broker = await connectBroker(options.broker, {
     logger: options.logger,
     name: "dtest monitor",
     signal: options.signal,

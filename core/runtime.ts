@@ -13,6 +13,7 @@ import {
   declareDeadLetterQueue,
   declareTaskQueue,
   type Broker,
+  type BrokerUrl,
 } from "./broker.ts";
 import type { DtestConfig, RetryConfig, TaskDef } from "./config.ts";
 import { describeError } from "./errors.ts";
@@ -44,7 +45,7 @@ export const MAX_ETA_HOLD_MS = 24 * 60 * 60 * 1000;
 export interface WorkerOptions {
   config: DtestConfig;
   queue: string;
-  brokerUrl: string;
+  broker: BrokerUrl;
   concurrency: number;
   name: string;
   logger: Logger;
@@ -135,7 +136,7 @@ class Worker {
 
   async run(): Promise<WorkerSummary> {
     const { options } = this;
-    this.broker = await connectBroker(options.brokerUrl, {
+    this.broker = await connectBroker(options.broker, {
       logger: options.logger,
       name: `dtest worker ${options.name}`,
       setup: (model) => this.openChannel(model),

@@ -4,13 +4,14 @@
  */
 import type { Subprocess } from "bun";
 
+import type { BrokerUrl } from "./broker.ts";
 import type { Logger } from "./log.ts";
 
 export interface SpawnOptions {
   /** How to run this program again: the compiled binary, or bun and the entry script. */
   self: string[];
   configFile: string;
-  brokerUrl: string;
+  broker: BrokerUrl;
   logger: Logger;
   logLevel?: string;
 }
@@ -27,7 +28,7 @@ export function spawnWorkers(queues: string[], options: SpawnOptions): LocalWork
     if (options.logLevel) argv.push("--log-level", options.logLevel);
 
     const child = Bun.spawn(argv, {
-      env: { ...process.env, AMQP_URL: options.brokerUrl },
+      env: { ...process.env, AMQP_URL: options.broker.url, ...(options.broker.caFile && { AMQP_CA_FILE: options.broker.caFile }) },
       stdin: "ignore",
       stdout: "inherit",
       stderr: "inherit",
