@@ -5,6 +5,9 @@
  */
 import { existsSync, readFileSync } from "node:fs";
 
+// Must load before amqplib: it swaps in a table decoder that survives headers amqplib
+// cannot read (see amqp-tables.ts).
+import "./amqp-tables.ts";
 import amqp, { type Channel, type ChannelModel, type RecoveringChannelModel } from "amqplib";
 
 import type { BrokerSettings } from "./config.ts";
