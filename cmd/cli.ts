@@ -8,11 +8,13 @@
  *   dtest scale worker-a 3            scale a worker service through compose
  *   dtest monitor                     follow workers and tasks live
  *   dtest load-test --tasks 20        load the workers, report throughput and latency
+ *   dtest dead-letters [--requeue]    what workers parked and why; put it back after a fix
  *   dtest --help                      every subcommand and flag
  */
 import { defineCommand, runCommand, showUsage, type CommandDef } from "citty";
 
 import { EXIT } from "../core/errors.ts";
+import deadLetters from "./dead-letters.ts";
 import dispatch from "./dispatch.ts";
 import loadTest from "./load-test.ts";
 import monitor from "./monitor.ts";
@@ -24,7 +26,7 @@ const VERSION = "0.1.0";
 
 const main = defineCommand({
   meta: { name: "dtest", version: VERSION, description: "Distributed test dispatch over RabbitMQ (Celery protocol v2)" },
-  subCommands: { dispatch, worker, "load-test": loadTest, scale, status, monitor },
+  subCommands: { dispatch, worker, "load-test": loadTest, scale, status, monitor, "dead-letters": deadLetters },
 });
 
 /** Finds the subcommand the arguments name, for usage output. */
