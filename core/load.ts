@@ -202,10 +202,19 @@ class LoadTest {
     this.wake?.();
   }
 
+  /** Waits for the channel's buffer to drain, or for the channel to go (a reconnect resends). */
   private drained(): Promise<void> {
     const channel = this.channel;
     if (!channel) return Bun.sleep(10);
-    return new Promise((resolve) => channel.once("drain", () => resolve()));
+    return new Promise((resolve) => {
+      const done = () => {
+        channel.off("drain", done);
+        channel.off("close", done);
+        resolve();
+      };
+      channel.once("drain", done);
+      channel.once("close", done);
+    });
   }
 
   private waitForResults(): Promise<"done" | "timeout" | "aborted"> {

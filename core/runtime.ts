@@ -444,9 +444,11 @@ class Worker {
 
     let timer: Timer | undefined;
     await new Promise<void>((resolve) => {
+      const force = this.options.forceSignal;
+      if (force?.aborted) return resolve();
       this.idle = resolve;
       timer = setTimeout(resolve, grace);
-      this.options.forceSignal?.addEventListener("abort", () => resolve(), { once: true });
+      force?.addEventListener("abort", () => resolve(), { once: true });
     });
     clearTimeout(timer);
 
