@@ -92,7 +92,7 @@ describe.skipIf(!engine)("containers", () => {
     console.log(`image size: ${(Number(size) / 1e6).toFixed(1)} MB`);
   }, 300_000);
 
-  test("up starts one worker per queue, each consuming", async () => {
+  test("up starts one worker per queue, each consuming, non-root on a read-only root", async () => {
     const started = performance.now();
     await compose("up", "-d");
     await until(async () => {
@@ -100,6 +100,12 @@ describe.skipIf(!engine)("containers", () => {
       return c.queue_a === 1 && c.queue_b === 1;
     }, 60_000, "one consumer on queue_a and queue_b");
     console.log(`up to consuming: ${((performance.now() - started) / 1000).toFixed(2)} s`);
+
+    const ids = (await compose("ps", "-q")).trim().split("\n");
+    for (const id of ids) {
+      const inspect = Bun.spawnSync(["podman", "inspect", id, "--format", "{{.HostConfig.ReadonlyRootfs}} {{.Config.User}}"]);
+      expect(inspect.stdout.toString().trim()).toBe("true dtest");
+    }
   }, 120_000);
 
   test("the seed scenario runs against the containers: seed output, exit 0", async () => {
