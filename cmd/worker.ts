@@ -2,7 +2,7 @@
 import { defineCommand } from "citty";
 
 import { resolveBrokerUrl } from "../core/broker.ts";
-import { loadConfig, routedQueues } from "../core/config.ts";
+import { loadConfig, routedQueues, undefinedTasks } from "../core/config.ts";
 import { UsageError } from "../core/errors.ts";
 import { defaultWorkerName, DEFAULT_MAX_MESSAGE_BYTES, runWorker } from "../core/runtime.ts";
 import { checkFlags, guard, parseCount, parseSeconds, sharedArgs, startRun } from "./shared.ts";
@@ -30,6 +30,12 @@ export default defineCommand({
       if (!routedQueues(config).includes(queue)) {
         throw new UsageError(`no task in ${config.file} is routed to ${queue}`,
           `use one of ${routedQueues(config).join(", ")}, or route a task to ${queue} under task_routing`);
+      }
+
+      const undefinedHere = undefinedTasks(config, queue);
+      if (undefinedHere.length > 0) {
+        throw new UsageError(`${config.file}: ${undefinedHere.join(", ")} routed to ${queue} but not defined under tasks:`,
+          `define ${undefinedHere[0]} under tasks: with a kind (hello, noop or exec), or start this worker on another queue`);
       }
 
       const concurrency = parseCount("concurrency", values.concurrency, 1);

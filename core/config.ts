@@ -2,7 +2,18 @@
  * test-config.yml in, a validated DtestConfig out. Every problem in a file is collected and
  * reported at once, each with its `file:line`, the field path, the bad value and the fix.
  */
-import { isMap, isPair, isScalar, LineCounter, parseDocument, type Document } from "yaml";
+import {
+  Composer,
+  CST,
+  isAlias,
+  isMap,
+  isNode,
+  isScalar,
+  isSeq,
+  LineCounter,
+  Parser,
+  type Document,
+} from "yaml";
 
 import { ConfigError } from "./errors.ts";
 
@@ -12,6 +23,25 @@ export const DEFAULT_CONFIG_FILE = "test-config.yml";
 export const MAX_CONFIG_BYTES = 1024 * 1024;
 
 const QUEUE_NAME = /^[A-Za-z0-9_.:\-]{1,200}$/;
+
+/**
+ * Deeper YAML is refused before it is built: a config needs five or six levels, and the YAML
+ * library builds nodes recursively, so thousands of levels would exhaust the stack.
+ */
+const MAX_DEPTH = 64;
+
+/**
+ * How many values aliases may add beyond what the text spells out. Aliases are shared when the
+ * YAML is built, but validation walks and prints values, so a few nested aliases must not stand
+ * for billions of them.
+ */
+const MAX_ALIAS_VALUES = 10_000;
+
+/** A config holds plain values; other tags (!!binary, !!python/object, !custom) are refused. */
+const PLAIN_TAGS = new Set(["map", "seq", "str", "null", "bool", "int", "float"].map((t) => `tag:yaml.org,2002:${t}`));
+
+/** More YAML syntax errors than this are mostly echoes of the first ones. */
+const MAX_SYNTAX_PROBLEMS = 10;
 
 export interface RetryConfig {
   maxRetries: number;
@@ -118,13 +148,34 @@ export function defaultTask(name: string): TaskDef | undefined {
 
 type Path = (string | number)[];
 
+/**
+ * A map keyed by names from the file. It has no prototype, so a task called "constructor" or
+ * "__proto__" is looked up like any other name instead of finding Object's own members.
+ */
+function dictionary<T>(): Record<string, T> {
+  return Object.create(null) as Record<string, T>;
+}
+
 function showPath(path: Path): string {
-  return path.map((p, i) => (typeof p === "number" ? `[${p}]` : i === 0 ? p : `.${p}`)).join("");
+  return path.map((p, i) => (typeof p === "number" ? `[${p}]` : i === 0 ? showKey(p) : `.${showKey(p)}`)).join("");
+}
+
+/** A key as written, quoted when blank, padded or holding control characters; cut when long. */
+function showKey(key: string): string {
+  const text = key === "" || /^\s|\s$|[\x00-\x1f\x7f]/.test(key) ? JSON.stringify(key) : key;
+  return text.length > 60 ? `${text.slice(0, 57)}...` : text;
 }
 
 function showValue(value: unknown): string {
-  const text = JSON.stringify(value) ?? String(value);
+  // JSON has no Infinity or NaN and would print them as null, which reads as a missing value.
+  const text = typeof value === "number" && !Number.isFinite(value) ? String(value) : JSON.stringify(value) ?? String(value);
   return text.length > 60 ? `${text.slice(0, 57)}...` : text;
+}
+
+/** A mapping key as the built config sees it: YAML's null key becomes "", 5 becomes "5". */
+function keyText(key: unknown): string | undefined {
+  if (!isScalar(key)) return undefined;
+  return key.value === null || key.value === undefined ? "" : String(key.value);
 }
 
 function typeName(value: unknown): string {
@@ -145,22 +196,26 @@ class Checker {
     private readonly lines: LineCounter,
   ) {}
 
+  /** The line of the key (or list item) a path names, else of its nearest ancestor; 1 when none. */
   line(path: Path): number {
-    for (let depth = path.length; depth > 0; depth--) {
-      const node = this.doc.getIn(path.slice(0, depth), true) as { range?: number[] } | undefined;
-      const offset = node?.range?.[0] ?? this.keyOffset(path.slice(0, depth));
-      if (offset !== undefined) return this.lines.linePos(offset).line;
+    let node: unknown = this.doc.contents;
+    let offset = 0;
+
+    for (const step of path) {
+      if (isMap(node)) {
+        const pair = node.items.find((item) => keyText(item.key) === String(step));
+        const start = (pair?.key as { range?: number[] } | undefined)?.range?.[0];
+        if (!pair || start === undefined) break;
+        offset = start;
+        node = pair.value;
+      } else if (isSeq(node) && typeof step === "number" && isNode(node.items[step])) {
+        node = node.items[step];
+        offset = (node as { range: number[] }).range[0]!;
+      } else {
+        break;
+      }
     }
-    return 1;
-  }
-
-  /** Where a key sits, for values that are empty (`key:` with nothing after it). */
-  private keyOffset(path: Path): number | undefined {
-    const parent = path.length === 1 ? this.doc.contents : this.doc.getIn(path.slice(0, -1), true);
-    if (!isMap(parent)) return undefined;
-
-    const pair = parent.items.find((item) => isPair(item) && isScalar(item.key) && item.key.value === path.at(-1));
-    return isPair(pair) && isScalar(pair.key) ? pair.key.range?.[0] : undefined;
+    return this.lines.linePos(offset).line;
   }
 
   problem(path: Path, message: string, value: unknown, fix: string): void {
@@ -171,6 +226,12 @@ class Checker {
   /** A problem with no single bad value, such as a task that nothing routes. */
   fact(path: Path, message: string, fix: string): void {
     this.problems.push(`${this.file}:${this.line(path)}: ${showPath(path)} ${message}; ${fix}`);
+  }
+
+  /** A problem found in the YAML nodes themselves, located by the node's own offset. */
+  node(offset: number, path: Path, message: string, fix: string): void {
+    const where = path.length > 0 ? showPath(path) : "(top level)";
+    this.problems.push(`${this.file}:${this.lines.linePos(offset).line}: ${where} ${message}; ${fix}`);
   }
 
   /** Problems in file order, so a reader can walk down the file once. */
@@ -274,7 +335,7 @@ function readRouting(c: Checker, raw: unknown): Record<string, string> {
   const section = c.mapping(["task_routing"], raw, true);
   if (!section) return {};
 
-  const routing: Record<string, string> = {};
+  const routing = dictionary<string>();
   for (const [task, queue] of Object.entries(section)) {
     if (typeof queue === "string" && QUEUE_NAME.test(queue) && !queue.startsWith("amq.")) {
       routing[task] = queue;
@@ -327,7 +388,7 @@ function readCommand(c: Checker, path: Path, raw: unknown): string[] {
 
 function readEnv(c: Checker, path: Path, raw: unknown): Record<string, string> {
   const section = c.mapping(path, raw) ?? {};
-  const env: Record<string, string> = {};
+  const env = dictionary<string>();
 
   for (const [key, value] of Object.entries(section)) {
     if (typeof value === "string" || typeof value === "number" || typeof value === "boolean") {
@@ -380,27 +441,26 @@ function readTask(c: Checker, name: string, raw: unknown): TaskDef | undefined {
 }
 
 function readTasks(c: Checker, raw: unknown, routing: Record<string, string>): Record<string, TaskDef> {
-  const tasks: Record<string, TaskDef> = {};
+  const tasks = dictionary<TaskDef>();
   const section = c.mapping(["tasks"], raw) ?? {};
 
   for (const [name, value] of Object.entries(section)) {
     const task = readTask(c, name, value);
     if (task) tasks[name] = task;
-    if (!(name in routing)) {
+    if (!Object.hasOwn(routing, name)) {
       c.fact(["tasks", name], "is not routed to any queue",
         `add "${name}: <queue>" under task_routing`);
     }
   }
 
   for (const name of Object.keys(routing)) {
-    if (name in section) continue;
+    if (Object.hasOwn(section, name)) continue;
 
+    // A dispatcher may route tasks that only other workers (Celery's, say) define; a dtest
+    // worker refuses to start on a queue with an undefined task (see undefinedTasks).
     const fallback = defaultTask(name);
     if (fallback) tasks[name] = fallback;
-    else {
-      c.fact(["task_routing", name], "has no definition under tasks:",
-        `add "tasks:\\n  ${name}:\\n    kind: hello" (or noop, exec)`);
-    }
+    else c.warn(["task_routing", name], "has no definition under tasks: and no dtest worker can run it");
   }
   return tasks;
 }
@@ -411,7 +471,7 @@ function readEntry(c: Checker, path: Path, raw: unknown, routing: Record<string,
   c.unknownKeys(path, section, ["task", "count", "args", "kwargs"]);
 
   const task = section.task;
-  if (typeof task !== "string" || !(task in routing)) {
+  if (typeof task !== "string" || !Object.hasOwn(routing, task)) {
     const known = Object.keys(routing).join(", ") || "none";
     c.problem([...path, "task"], `must name a routed task (routed: ${known})`, task,
       "route it under task_routing or fix the name");
@@ -487,15 +547,16 @@ function decodeFile(file: string, bytes: Uint8Array): string {
 }
 
 function firstInvalidUtf8(bytes: Uint8Array): number {
-  const decoder = new TextDecoder("utf-8", { fatal: true });
   let low = 0;
   let high = bytes.length;
 
-  // Binary search for the shortest prefix that fails to decode.
+  // Binary search for the shortest prefix that holds a bad byte. In streaming mode a prefix that
+  // ends inside a valid multi-byte character is not an error, so the search only stops at a
+  // byte that is wrong whatever follows it.
   while (low < high) {
     const mid = (low + high) >> 1;
     try {
-      decoder.decode(bytes.subarray(0, mid + 1));
+      new TextDecoder("utf-8", { fatal: true }).decode(bytes.subarray(0, mid + 1), { stream: true });
       low = mid + 1;
     } catch {
       high = mid;
@@ -504,30 +565,130 @@ function firstInvalidUtf8(bytes: Uint8Array): number {
   return low;
 }
 
+/** The first collection nested deeper than MAX_DEPTH, as an offset; undefined when none is. */
+function tooDeep(tokens: CST.Token[]): number | undefined {
+  // An explicit stack: the point is to measure depth without recursing that deep ourselves.
+  const stack: [CST.Token, number][] = tokens.map((token): [CST.Token, number] => [token, 0]).reverse();
+
+  while (stack.length > 0) {
+    const [token, depth] = stack.pop()!;
+    if (token.type === "document" && token.value) stack.push([token.value, depth]);
+    if (!CST.isCollection(token)) continue;
+    if (depth >= MAX_DEPTH) return token.offset;
+
+    const children = token.items.flatMap((item) => [item.key, item.value]).filter((t) => t !== undefined && t !== null);
+    for (const child of children.reverse()) stack.push([child as CST.Token, depth + 1]);
+  }
+  return undefined;
+}
+
+/** Parses the text into one YAML document; throws ConfigError for syntax the file gets wrong. */
+function composeYaml(text: string, file: string, lines: LineCounter): Document {
+  const tokens = [...new Parser(lines.addNewLine).parse(text)];
+  const at = (offset: number) => `${file}:${lines.linePos(offset).line}:`;
+
+  const deep = tooDeep(tokens);
+  if (deep !== undefined) {
+    throw new ConfigError(file, [`${at(deep)} the YAML nests more than ${MAX_DEPTH} levels deep here`],
+      "flatten the structure: a config needs only a few levels");
+  }
+
+  // The library would print a warning on the console for a list used as a key; keep it quiet,
+  // such keys are reported as unknown keys instead.
+  const composer = new Composer({ uniqueKeys: true, logLevel: "error" });
+  const [doc, second] = [...composer.compose(tokens, true, text.length)] as Document[];
+  const errors = doc!.errors.map((e) => `${at(e.pos[0])} invalid YAML: ${e.message.split("\n")[0]}`);
+  if (errors.length > MAX_SYNTAX_PROBLEMS) {
+    const rest = errors.length - MAX_SYNTAX_PROBLEMS;
+    errors.splice(MAX_SYNTAX_PROBLEMS, rest, `${errors[MAX_SYNTAX_PROBLEMS]!.split(" ")[0]} and ${rest} more YAML errors from here on`);
+  }
+  if (second) {
+    errors.push(`${at(second.range?.[0] ?? 0)} a second YAML document starts here; a config is one document`);
+  }
+
+  if (errors.length > 0) throw new ConfigError(file, errors, "fix the YAML syntax at the lines shown");
+  return doc!;
+}
+
+/**
+ * Checks the YAML nodes before they become values: refuses tags other than YAML's plain ones,
+ * aliases to anchors that are undefined or still open (a value that contains itself), and
+ * aliases that together stand for more than MAX_ALIAS_VALUES values.
+ */
+function checkNodes(c: Checker, doc: Document): void {
+  const anchors = new Map<string, number | "open">();
+  let aliased = 0;
+
+  // Returns how many values the node stands for once its aliases are expanded.
+  const visit = (node: unknown, path: Path): number => {
+    if (aliased > MAX_ALIAS_VALUES) return 0;
+    if (isAlias(node)) return visitAlias(node.source, node.range?.[0] ?? 0, path);
+    if (!isNode(node)) return 0;
+
+    const offset = node.range?.[0] ?? 0;
+    if (node.tag && !PLAIN_TAGS.has(node.tag)) {
+      c.node(offset, path, `has the YAML tag ${node.tag.replace("tag:yaml.org,2002:", "!!")}, which dtest does not read`,
+        "remove the tag and write a plain value");
+    }
+    if (node.anchor) anchors.set(node.anchor, "open");
+
+    let size = 1;
+    if (isMap(node)) {
+      for (const pair of node.items) {
+        size += visit(pair.key, path) + visit(pair.value, [...path, keyText(pair.key) ?? "?"]);
+      }
+    } else if (isSeq(node)) {
+      node.items.forEach((item, i) => (size += visit(item, [...path, i])));
+    }
+
+    if (node.anchor && anchors.get(node.anchor) === "open") anchors.set(node.anchor, size);
+    return size;
+  };
+
+  const visitAlias = (name: string, offset: number, path: Path): number => {
+    const size = anchors.get(name);
+    if (size === undefined) {
+      c.node(offset, path, `refers to *${name}, but no &${name} comes before it`, `define &${name} first, or fix the name`);
+      return 1;
+    }
+    if (size === "open") {
+      c.node(offset, path, `refers to *${name} inside &${name} itself, a value that never ends`,
+        "write the value out instead of the alias");
+      return 1;
+    }
+
+    aliased += size;
+    if (aliased > MAX_ALIAS_VALUES) {
+      c.node(offset, path, `expands aliases to more than ${MAX_ALIAS_VALUES} values`,
+        "write the values out, or use fewer nested aliases (*name)");
+    }
+    return size;
+  };
+
+  visit(doc.contents, []);
+}
+
 /** Parses and validates config text; throws ConfigError listing every problem found. */
 export function parseConfig(text: string, file = DEFAULT_CONFIG_FILE): DtestConfig {
   const lines = new LineCounter();
-  const doc = parseDocument(text, { lineCounter: lines, uniqueKeys: true, prettyErrors: false });
+  const doc = composeYaml(text, file, lines);
+  const c = new Checker(file, doc, lines);
 
-  if (doc.errors.length > 0) {
-    const problems = doc.errors.map((e) => {
-      const line = e.linePos?.[0]?.line ?? 1;
-      return `${file}:${line}: invalid YAML: ${e.message.split("\n")[0]}`;
-    });
-    throw new ConfigError(file, problems, "fix the YAML syntax at the lines shown");
-  }
+  checkNodes(c, doc);
+  if (c.problems.length > 0) throw new ConfigError(file, c.sorted(), "fix each line listed above");
 
   let raw: unknown;
   try {
-    raw = doc.toJS({ maxAliasCount: 50 });
+    // checkNodes has bounded what aliases expand to, so the library's own, stricter count
+    // (which refuses a scalar anchor used more than 50 times) is not needed.
+    raw = doc.toJS({ maxAliasCount: -1 });
   } catch (cause) {
     throw new ConfigError(file, [`${file}:1: the YAML cannot be expanded: ${(cause as Error).message}`],
-      "remove the repeated aliases (*name); write the values out instead");
+      "write the values out instead of aliases (*name)");
   }
 
-  const c = new Checker(file, doc, lines);
   if (raw === null || typeof raw !== "object" || Array.isArray(raw)) {
-    c.problem(["(top level)"], "must be a mapping with task_routing and the other sections", typeName(raw),
+    c.fact(["(top level)"], `must be a mapping with task_routing and the other sections (got ${typeName(raw)})`,
       "start from the default test-config.yml");
     throw new ConfigError(file, c.problems);
   }
@@ -559,10 +720,18 @@ export async function loadConfig(file = DEFAULT_CONFIG_FILE): Promise<DtestConfi
       `run from the folder that holds ${DEFAULT_CONFIG_FILE}, or pass --config PATH`);
   }
 
-  if (handle.size > MAX_CONFIG_BYTES) throw tooLarge(file, handle.size);
+  // Pipes and process substitutions report no finite size; their bytes are checked below.
+  if (Number.isFinite(handle.size) && handle.size > MAX_CONFIG_BYTES) throw tooLarge(file, handle.size);
 
   const bytes = new Uint8Array(await handle.arrayBuffer());
   return parseConfig(decodeFile(file, bytes), file);
+}
+
+/** Tasks routed to `queue` that this config does not define. */
+export function undefinedTasks(config: DtestConfig, queue: string): string[] {
+  return Object.entries(config.routing)
+    .filter(([name, q]) => q === queue && !config.tasks[name])
+    .map(([name]) => name);
 }
 
 /** The distinct queues the routing table uses, in first-seen order. */

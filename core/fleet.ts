@@ -10,6 +10,7 @@ import { mustCompose, serviceContainers, serviceQueues, type Compose, type Servi
 import { BrokerError, UsageError } from "./errors.ts";
 import { HEARTBEAT_SECONDS, subscribeEvents, type CeleryEvent } from "./events.ts";
 import type { Logger } from "./log.ts";
+import { broadcast } from "./pidbox.ts";
 
 export interface WorkerInfo {
   hostname: string;
@@ -57,8 +58,18 @@ export async function collectWorkers(model: RecoveringChannelModel, ms: number):
   };
 
   await subscribeEvents(channel, onEvents);
-  await Bun.sleep(ms);
-  await channel.close();
+  // Remote control finds workers that send no heartbeats and the queues of Celery workers,
+  // whose heartbeats do not name them.
+  const control = await model.createChannel();
+  const [queuesOf] = await Promise.all([broadcast(control, "active_queues", ms), Bun.sleep(ms)]);
+  await Promise.all([channel.close(), control.close()]);
+
+  for (const [hostname, value] of Object.entries(queuesOf)) {
+    const queues = Array.isArray(value) ? value.map((q) => String((q as { name?: unknown }).name)) : [];
+    const known = seen.get(hostname);
+    if (known) known.queues = known.queues.length ? known.queues : queues;
+    else seen.set(hostname, { hostname, queues, active: 0, held: 0, processed: 0, software: "no heartbeat seen" });
+  }
   return [...seen.values()].sort((a, b) => a.hostname.localeCompare(b.hostname));
 }
 

@@ -18,6 +18,7 @@ import {
 import type { DtestConfig, RetryConfig, TaskDef } from "./config.ts";
 import { describeError } from "./errors.ts";
 import { declareEventExchange, EventPublisher } from "./events.ts";
+import { serveControl } from "./pidbox.ts";
 import type { Logger } from "./log.ts";
 import {
   decodeTask,
@@ -167,6 +168,14 @@ class Worker {
     events.on("error", (err: Error) => this.log.debug(`event channel error: ${err.message}`));
     await declareEventExchange(events);
     this.eventChannel = events;
+
+    const control = await model.createChannel();
+    control.on("error", (err: Error) => this.log.debug(`control channel error: ${err.message}`));
+    await serveControl(control, {
+      hostname: this.options.name,
+      queues: [queue],
+      stats: () => ({ pid: process.pid, total: { ...this.summary }, pool: { "max-concurrency": concurrency }, sw_ident: "dtest" }),
+    }, (err) => this.log.warn(`ignored a malformed control message: ${err.message}`));
 
     const channel = await model.createConfirmChannel();
     channel.on("error", (err: Error) => this.log.warn(`channel error: ${err.message}`));
