@@ -41,6 +41,9 @@ export interface DispatchReport {
   totals: RunTotals;
   exitCode: number;
   reason: string;
+  /** When dispatching began and ended (ms since the epoch). */
+  startedAt: number;
+  finishedAt: number;
 }
 
 interface Pending {
@@ -55,6 +58,7 @@ class Dispatch {
   private readonly replyQueue = replyQueueName();
   private readonly pending = new Map<string, Pending>();
   private remaining = 0;
+  private startedAt = 0;
   private allDone?: () => void;
   private readonly log: Logger;
 
@@ -158,6 +162,7 @@ class Dispatch {
 
     print("Dispatching tasks...");
     const started = performance.now();
+    this.startedAt = Date.now();
     const done = new Promise<void>((resolve) => (this.allDone = resolve));
     if (this.remaining === 0) this.allDone!();
 
@@ -177,16 +182,17 @@ class Dispatch {
   }
 
   private verdict(records: TaskRecord[], sums: RunTotals, outcome: "done" | "timeout" | "aborted"): DispatchReport {
+    const times = { startedAt: this.startedAt, finishedAt: Date.now() };
     if (outcome !== "done") {
       const missing = records.filter((r) => r.finishedAt === undefined).map((r) => `${r.task}[${r.id}]`);
       const why = outcome === "timeout" ? `no result within ${this.options.timeout} s` : "interrupted";
       this.log.error(`${why} for ${missing.length} task(s): ${missing.slice(0, 10).join(", ")}`);
-      return { records, totals: sums, exitCode: EXIT.unreachable, reason: `${why} for ${missing.length} task(s)` };
+      return { records, totals: sums, exitCode: EXIT.unreachable, reason: `${why} for ${missing.length} task(s)`, ...times };
     }
     if (sums.failed > 0) {
-      return { records, totals: sums, exitCode: EXIT.tasksFailed, reason: `${sums.failed} task(s) failed` };
+      return { records, totals: sums, exitCode: EXIT.tasksFailed, reason: `${sums.failed} task(s) failed`, ...times };
     }
-    return { records, totals: sums, exitCode: EXIT.ok, reason: "all tasks succeeded" };
+    return { records, totals: sums, exitCode: EXIT.ok, reason: "all tasks succeeded", ...times };
   }
 
   private onReply(channel: ConfirmChannel, msg: ConsumeMessage): void {
@@ -206,7 +212,7 @@ class Dispatch {
       return;
     }
     if (reply.status === "RETRY") this.log.info(`${entry.record.task}[${reply.task_id}] will be retried`);
-    if (applyReply(entry.record, reply, Date.now())) {
+    if (applyReply(entry.record, reply, Date.now(), msg.properties.headers)) {
       this.remaining--;
       if (this.remaining === 0) this.allDone?.();
     } else if (entry.record.duplicates > 0 && reply.status !== "RETRY") {

@@ -274,6 +274,13 @@ export function exceptionInfo(type: string, message: string | unknown[], module 
   return { exc_type: type, exc_message: Array.isArray(message) ? message : [message], exc_module: module };
 }
 
+/** Reply headers a dtest worker adds: its name and when the run started and finished (ISO). */
+export const REPLY_HEADERS = {
+  worker: "dtest-worker",
+  started: "dtest-started",
+  finished: "dtest-finished",
+} as const;
+
 /** Encodes an `rpc://` reply; correlation_id and task_id are both the task id (see spec §3). */
 export function encodeResult(reply: ResultMessage): Encoded {
   return {

@@ -2,7 +2,7 @@
  * Aggregating task replies into one record per task and rendering the console report in the
  * seed's format. A task delivered twice is still reported once: the first final reply wins.
  */
-import { describeException, FINAL_STATUSES, type ResultMessage, type TaskStatus } from "./protocol.ts";
+import { describeException, FINAL_STATUSES, REPLY_HEADERS, type ResultMessage, type TaskStatus } from "./protocol.ts";
 import { taskLabel } from "./tasks.ts";
 
 export interface TaskRecord {
@@ -14,7 +14,13 @@ export interface TaskRecord {
   /** How many of this task the scenario sends; labels get `#n` when more than one. */
   of: number;
   sentAt: number;
+  /** When the reply arrived (ms since the epoch). */
   finishedAt?: number;
+  /** The worker that sent the final reply, when it said. */
+  worker?: string;
+  /** When the worker started and finished the run that produced the final reply (ISO). */
+  runStartedAt?: string;
+  runFinishedAt?: string;
   status: TaskStatus;
   value?: unknown;
   error?: string;
@@ -33,7 +39,12 @@ export interface RunTotals {
 }
 
 /** Folds one reply into its record; returns true when the reply completed the task. */
-export function applyReply(record: TaskRecord, reply: ResultMessage, now: number): boolean {
+export function applyReply(
+  record: TaskRecord,
+  reply: ResultMessage,
+  now: number,
+  headers: Record<string, unknown> = {},
+): boolean {
   const final = FINAL_STATUSES.includes(reply.status);
   if (FINAL_STATUSES.includes(record.status)) {
     if (final) record.duplicates++;
@@ -49,6 +60,10 @@ export function applyReply(record: TaskRecord, reply: ResultMessage, now: number
   const value = reply.result as Record<string, unknown> | null;
   record.status = reply.status;
   record.finishedAt = now;
+  const text = (v: unknown) => (typeof v === "string" ? v : undefined);
+  record.worker = text(headers[REPLY_HEADERS.worker]);
+  record.runStartedAt = text(headers[REPLY_HEADERS.started]);
+  record.runFinishedAt = text(headers[REPLY_HEADERS.finished]);
   record.value = value;
   record.retries = Math.max(record.retries, numberField(value, "retry_count") ?? 0);
   record.executionTime = numberField(value, "execution_time") ?? (now - record.sentAt) / 1000;

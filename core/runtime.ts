@@ -26,6 +26,7 @@ import {
   encodeTask,
   exceptionInfo,
   ProtocolError,
+  REPLY_HEADERS,
   reprArgs,
   retryOf,
   shortTaskName,
@@ -116,6 +117,7 @@ class Worker {
   private broker?: Broker;
   private stopping = false;
   private readonly running = new Map<string, AbortController>();
+  private readonly timing = new Map<string, { startedAt: string; finishedAt: string }>();
   private readonly held = new Map<Delivery, Timer>();
   private readonly log: Logger;
   private readonly summary: WorkerSummary = { succeeded: 0, failed: 0, retried: 0, deadLettered: 0, requeued: 0 };
@@ -317,12 +319,15 @@ class Worker {
     this.taskEvent("task-started", { uuid: task.id });
 
     try {
+      const startedAt = new Date().toISOString();
       const outcome = await runTask(def, task, abort.signal);
+      this.timing.set(task.id, { startedAt, finishedAt: new Date().toISOString() });
       await this.settle(delivery, task, def, outcome);
     } catch (err) {
       if (!abort.signal.aborted) throw err;
       this.requeue(delivery);
     } finally {
+      this.timing.delete(task.id);
       this.running.delete(task.id);
       if (this.running.size === 0) this.idle?.();
     }
@@ -364,6 +369,12 @@ class Worker {
   private async reply(task: TaskMessage, fields: Pick<ResultMessage, "status" | "result" | "traceback">): Promise<void> {
     if (!task.replyTo || !this.channel) return;
     const encoded = encodeResult({ task_id: task.id, children: [], ...fields });
+    // Who ran the task and when, for timelines; Celery clients ignore reply headers.
+    const timing = this.timing.get(task.id);
+    encoded.options.headers = {
+      [REPLY_HEADERS.worker]: this.options.name,
+      ...(timing && { [REPLY_HEADERS.started]: timing.startedAt, [REPLY_HEADERS.finished]: timing.finishedAt }),
+    };
     await publishConfirmed(this.channel, task.replyTo, encoded);
   }
 
