@@ -1,12 +1,13 @@
 /**
  * The floor's client: publishes N tasks and collects N replies, timing the whole round.
  *
- *   bun bench/floor/client.ts --url URL --queue QUEUE --reply-queue REPLY --n N
+ *   bun bench/floor/client.ts --url URL --queue QUEUE --reply-queue REPLY --n N [--rate R]
  *
  * Publishes N persistent messages to QUEUE on a confirm channel without waiting between them
- * (only for the socket to drain when amqplib's buffer is full), and consumes the replies on
- * REPLY with batched acks. Prints one JSON object on stdout: seconds from the first publish to
- * the last reply, round trips per second, and per-message latency in ms.
+ * (only for the socket to drain when amqplib's buffer is full), or paced at R per second, and
+ * consumes the replies on REPLY with batched acks. Prints one JSON object on stdout: seconds
+ * from the first publish to the last reply, round trips per second, and per-message latency
+ * in ms (publish to reply).
  */
 import { once } from "node:events";
 import { parseArgs } from "node:util";
@@ -24,11 +25,13 @@ const { values } = parseArgs({
     queue: { type: "string" },
     "reply-queue": { type: "string" },
     n: { type: "string" },
+    rate: { type: "string" },
   },
 });
 const n = Number(values.n);
+const rate = values.rate === undefined ? undefined : Number(values.rate);
 if (!values.url || !values.queue || !values["reply-queue"] || !Number.isInteger(n) || n < 1) {
-  throw new Error("usage: client.ts --url URL --queue Q --reply-queue R --n N (bench/run.ts passes them)");
+  throw new Error("usage: client.ts --url URL --queue Q --reply-queue R --n N; run bench/run.ts");
 }
 
 const sentAt = new Float64Array(n);
@@ -48,11 +51,22 @@ function onReply(channel: Channel, msg: ConsumeMessage): void {
   if (received === n) allReplies();
 }
 
+/** With a rate, waits until message `i` is due; sleeps under 1 ms are skipped, as dtest does. */
+async function pace(i: number, started: number): Promise<void> {
+  if (!rate) return;
+
+  const wait = started + (i / rate) * 1000 - performance.now();
+  if (wait >= 1) await Bun.sleep(wait);
+}
+
 async function publishAll(channel: ConfirmChannel, queue: string, replyTo: string): Promise<void> {
+  const started = performance.now();
   for (let i = 0; i < n; i++) {
+    await pace(i, started);
     const body = Buffer.from(`{"i":${i}}`);
     sentAt[i] = performance.now();
-    const ok = channel.publish("", queue, body, { persistent: true, replyTo, correlationId: String(i) });
+    const options = { persistent: true, replyTo, correlationId: String(i) };
+    const ok = channel.publish("", queue, body, options);
     // amqplib buffers without limit; waiting for `drain` keeps memory flat, as a fair client would.
     if (!ok) await once(channel, "drain");
   }

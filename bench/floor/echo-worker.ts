@@ -16,7 +16,7 @@ const { values } = parseArgs({
   options: { url: { type: "string" }, queue: { type: "string" }, prefetch: { type: "string" } },
 });
 if (!values.url || !values.queue || !values.prefetch) {
-  throw new Error("usage: echo-worker.ts --url URL --queue QUEUE --prefetch P (bench/run.ts passes them)");
+  throw new Error("usage: echo-worker.ts --url URL --queue QUEUE --prefetch P; run bench/run.ts");
 }
 
 function echo(channel: ConfirmChannel, msg: ConsumeMessage): void {

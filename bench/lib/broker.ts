@@ -15,7 +15,8 @@ export function brokerUrl(): string {
   try {
     host = new URL(url).hostname;
   } catch (cause) {
-    throw new Error(`AMQP_URL is not a URL (got "${mask(url)}"); unset it or use ${DEFAULT_URL}`, { cause });
+    const text = `AMQP_URL is not a URL (got "${mask(url)}"); unset it or use ${DEFAULT_URL}`;
+    throw new Error(text, { cause });
   }
   if (!LOOPBACK.has(host)) {
     throw new Error(
@@ -81,7 +82,10 @@ export class Leftovers {
 type AnyChannel = Awaited<ReturnType<ChannelModel["createChannel"]>>;
 
 /** One channel per delete: a failed delete closes its channel, and must not stop the others. */
-async function deleteOne(model: ChannelModel, op: (ch: AnyChannel) => Promise<unknown>): Promise<boolean> {
+async function deleteOne(
+  model: ChannelModel,
+  op: (ch: AnyChannel) => Promise<unknown>,
+): Promise<boolean> {
   const ch = await model.createChannel();
   ch.on("error", () => {
     // The same failure rejects `op` below, where it is reported.

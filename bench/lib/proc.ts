@@ -13,19 +13,25 @@ const KEEP_CHARS = 256 * 1024;
 export class Child {
   stdout = "";
   stderr = "";
-  readonly startedAt = performance.now();
   private waiters: (() => void)[] = [];
   private readonly drained: Promise<unknown>;
 
-  constructor(readonly argv: string[], readonly proc: Subprocess<"ignore", "pipe", "pipe">) {
-    this.drained = Promise.all([this.pump(proc.stdout, "stdout"), this.pump(proc.stderr, "stderr")]);
+  constructor(
+    readonly argv: string[],
+    readonly proc: Subprocess<"ignore", "pipe", "pipe">,
+    /** performance.now() just before the spawn, so timings include fork and exec. */
+    readonly startedAt: number,
+  ) {
+    const out = this.pump(proc.stdout, "stdout");
+    const err = this.pump(proc.stderr, "stderr");
+    this.drained = Promise.all([out, err]);
   }
 
   get pid(): number {
     return this.proc.pid;
   }
 
-  private async pump(stream: ReadableStream<Uint8Array>, field: "stdout" | "stderr"): Promise<void> {
+  private async pump(stream: ReadableStream<Uint8Array>, field: "stdout" | "stderr") {
     const decoder = new TextDecoder();
     for await (const chunk of stream) {
       const text = this[field] + decoder.decode(chunk, { stream: true });
@@ -34,7 +40,7 @@ export class Child {
     }
   }
 
-  /** Resolves with the ms since spawn when `text` shows up on stderr; rejects on exit or timeout. */
+  /** Resolves with the ms since spawn once `text` is on stderr; rejects on exit or timeout. */
   async waitForStderr(text: string, timeoutMs = 15_000): Promise<number> {
     const deadline = this.startedAt + timeoutMs;
     let exited = false;
@@ -42,7 +48,9 @@ export class Child {
 
     while (!this.stderr.includes(text)) {
       if (exited || performance.now() > deadline) {
-        const why = exited ? `exited with ${this.proc.exitCode}` : `no "${text}" within ${timeoutMs} ms`;
+        const why = exited
+          ? `exited with ${this.proc.exitCode}`
+          : `no "${text}" within ${timeoutMs} ms`;
         throw new Error(`${this.argv.join(" ")}: ${why}; stderr:\n${this.stderr.slice(-2000)}`);
       }
       await Promise.race([new Promise<void>((wake) => this.waiters.push(wake)), Bun.sleep(20)]);
@@ -74,13 +82,14 @@ export class Child {
 
 /** Starts `argv` with piped output and no stdin. */
 export function spawnChild(argv: string[], env: Record<string, string> = {}): Child {
+  const startedAt = performance.now();
   const proc = Bun.spawn(argv, {
     env: { ...process.env, ...env },
     stdin: "ignore",
     stdout: "pipe",
     stderr: "pipe",
   });
-  return new Child(argv, proc);
+  return new Child(argv, proc, startedAt);
 }
 
 export interface Finished {
@@ -92,10 +101,12 @@ export interface Finished {
 }
 
 /** Runs `argv` to completion and times it from spawn to exit. */
-export async function runTimed(argv: string[], env: Record<string, string> = {}): Promise<Finished> {
+export async function runTimed(argv: string[], env: Record<string, string> = {}) {
   const child = spawnChild(argv, env);
+  await child.proc.exited;
+  const wallMs = performance.now() - child.startedAt;
   const code = await child.exit();
-  return { code, stdout: child.stdout, stderr: child.stderr, wallMs: performance.now() - child.startedAt };
+  return { code, stdout: child.stdout, stderr: child.stderr, wallMs };
 }
 
 /** Reads one `kB` field of /proc/<pid>/status in MB; undefined once the process is gone. */

@@ -30,8 +30,16 @@ export function max(samples: ArrayLike<number>): number {
   return samples.length === 0 ? Number.NaN : top;
 }
 
+export interface LatencySummary {
+  p50: number;
+  p95: number;
+  p99: number;
+  max: number;
+  mean: number;
+}
+
 /** p50/p95/p99/max/mean of latencies in ms, the shape dtest's load-test JSON uses. */
-export function latencySummary(samples: ArrayLike<number>): Record<string, number> {
+export function latencySummary(samples: ArrayLike<number>): LatencySummary {
   return {
     p50: percentile(samples, 50),
     p95: percentile(samples, 95),

@@ -9,6 +9,7 @@ import type { ChannelModel } from "amqplib";
 
 import { runName, type Leftovers } from "../lib/broker.ts";
 import { runTimed, spawnChild, type Child } from "../lib/proc.ts";
+import type { LatencySummary } from "../lib/stats.ts";
 
 /** A queue left by a bench that died removes itself after this long unused (ms). */
 const ORPHAN_EXPIRES_MS = 10 * 60 * 1000;
@@ -20,13 +21,13 @@ export interface FloorRound {
   seconds: number;
   rate: number;
   publish_confirmed_ms: number;
-  latency_ms: Record<string, number>;
+  latency_ms: LatencySummary;
 }
 
 export interface FloorSession {
   workers: Child[];
-  /** One client round of `n` round trips, in a fresh client process. */
-  round(n: number): Promise<FloorRound>;
+  /** One round of `n` round trips (paced at `rate`/s if given), from a fresh client process. */
+  round(n: number, rate?: number): Promise<FloorRound>;
   stop(): Promise<void>;
 }
 
@@ -62,16 +63,25 @@ export async function startFloor(setup: FloorSetup): Promise<FloorSession> {
 
   return {
     workers,
-    round: (n) => clientRound(setup.url, queue, replyQueue, n),
+    round: (n, rate) => clientRound({ url: setup.url, queue, replyQueue, n, rate }),
     stop: async () => {
       await Promise.all(workers.map((w) => w.stop()));
     },
   };
 }
 
-async function clientRound(url: string, queue: string, replyQueue: string, n: number): Promise<FloorRound> {
-  const argv = [process.execPath, join(HERE, "../floor/client.ts"), "--url", url,
-    "--queue", queue, "--reply-queue", replyQueue, "--n", String(n)];
+interface ClientRun {
+  url: string;
+  queue: string;
+  replyQueue: string;
+  n: number;
+  rate?: number;
+}
+
+async function clientRound(run: ClientRun): Promise<FloorRound> {
+  const argv = [process.execPath, join(HERE, "../floor/client.ts"), "--url", run.url,
+    "--queue", run.queue, "--reply-queue", run.replyQueue, "--n", String(run.n)];
+  if (run.rate !== undefined) argv.push("--rate", String(run.rate));
   const { code, stdout, stderr } = await runTimed(argv);
   if (code !== 0) throw new Error(`floor client exited with ${code}:\n${stderr.slice(-2000)}`);
   return JSON.parse(stdout) as FloorRound;

@@ -1,0 +1,150 @@
+/**
+ * Running `./dtest load-test` against workers started by the bench: its JSON report read and
+ * checked, and the memory of the load-test process and of the workers sampled meanwhile.
+ */
+import { readFileSync } from "node:fs";
+
+import { RUN_ID } from "./broker.ts";
+import type { Context } from "./context.ts";
+import { BIN, forgetQueueLater, startWorkers, stopAll } from "./dtest.ts";
+import { runTimed, sampleRss, spawnChild, type Child } from "./proc.ts";
+
+/** The JSON `dtest load-test --json FILE` writes (version 1); fields the bench reads. */
+export interface LoadTestReport {
+  version: number;
+  tasks: {
+    sent: number;
+    succeeded: number;
+    failed: number;
+    lost: number;
+    duplicates: number;
+    retries: number;
+  };
+  total_seconds: number;
+  throughput_per_second: number;
+  latency_ms: { p50: number; p95: number; p99: number; max: number; mean: number };
+}
+
+export interface LoadTestRun {
+  report: LoadTestReport;
+  exitCode: number;
+  /** Spawn to exit of the load-test process, ms. */
+  wallMs: number;
+  /** Largest VmRSS of the load-test process, MB (NaN when not sampled). */
+  dispatcherRssMb: number;
+  /** Largest VmRSS of any worker during the run, MB. */
+  workerRssMb: number;
+}
+
+let available: boolean | undefined;
+
+/** Whether this ./dtest has the load-test command (it is listed by `./dtest --help`). */
+export async function hasLoadTest(): Promise<boolean> {
+  available ??= (await runTimed([BIN, "--help"])).stdout.includes("load-test");
+  return available;
+}
+
+export const NO_LOAD_TEST =
+  "this ./dtest has no load-test command; pull the latest sources and run make build";
+
+/** Workers on one queue with one task routed to it; `stop()` ends them. */
+export interface Fleet {
+  queue: string;
+  task: string;
+  config: string;
+  workers: Child[];
+  /** Adds workers on the same queue (for scaling). */
+  grow(count: number): Promise<void>;
+  stop(): Promise<void>;
+}
+
+export interface FleetSpec {
+  label: string;
+  kind: "noop" | "hello";
+  duration?: number;
+  workers: number;
+  concurrency: number;
+}
+
+/** Writes a config for one task on a queue of this run and starts its workers. */
+export async function startFleet(ctx: Context, spec: FleetSpec): Promise<Fleet> {
+  const queue = `bench_${RUN_ID}_${spec.label}`;
+  const task = `bench_${spec.label}`;
+  forgetQueueLater(ctx.leftovers, queue);
+  const def = { queue, kind: spec.kind, duration: spec.duration };
+  const config = ctx.workdir.config(spec.label, { [task]: def });
+  const start = { url: ctx.url, config, queue, concurrency: spec.concurrency };
+
+  const workers = await startWorkers(start, spec.workers);
+  return {
+    queue, task, config, workers,
+    grow: async (count) => {
+      workers.push(...await startWorkers(start, count));
+    },
+    stop: () => stopAll(workers),
+  };
+}
+
+export interface LoadTestArgs {
+  tasks: number;
+  /** Offered rate, tasks/s; unset sends as fast as dtest can. */
+  rate?: number;
+  /** Names the JSON file, so each run's report stays readable after a failure. */
+  label: string;
+  /** Sample the memory of the load-test process and the workers (default true). */
+  sampleMemory?: boolean;
+}
+
+/** Runs one load test against `fleet`; throws when dtest fails or its report is incomplete. */
+export async function runLoadTest(
+  ctx: Context,
+  fleet: Fleet,
+  args: LoadTestArgs,
+): Promise<LoadTestRun> {
+  const out = ctx.workdir.file(`${args.label}.json`);
+  const argv = [BIN, "load-test", "--config", fleet.config, "--task", fleet.task,
+    "--tasks", String(args.tasks), "--json", out, "--broker", ctx.url];
+  if (args.rate !== undefined) argv.push("--rate", String(args.rate));
+
+  // Reading /proc every 25 ms costs a little CPU; latency runs skip it so it cannot add jitter.
+  const sample = args.sampleMemory ?? true;
+  const workerRss = sample ? sampleRss(() => fleet.workers.map((w) => w.pid)) : undefined;
+  const child = spawnChild(argv);
+  const dispatcherRss = sample ? sampleRss(() => [child.pid]) : undefined;
+  await child.proc.exited;
+  const wallMs = performance.now() - child.startedAt;
+  const memory = {
+    dispatcherRssMb: dispatcherRss?.stop().maxRssMb ?? Number.NaN,
+    workerRssMb: workerRss?.stop().maxRssMb ?? Number.NaN,
+  };
+  const code = await child.exit();
+
+  // A run with failed or lost tasks still writes its report (and exits non-zero); the counts
+  // are part of what the bench shows, so only a missing or malformed report stops it.
+  const report = readReport(out);
+  if (!report) {
+    const output = `${child.stdout.slice(-1500)}${child.stderr.slice(-1500)}`;
+    const command = argv.join(" ");
+    throw new Error(`${command} exited with ${code} and wrote no version 1 report:\n${output}`);
+  }
+  return { report, exitCode: code, wallMs, ...memory };
+}
+
+function readReport(file: string): LoadTestReport | undefined {
+  let report: LoadTestReport;
+  try {
+    report = JSON.parse(readFileSync(file, "utf8")) as LoadTestReport;
+  } catch {
+    // No file, or not JSON: the caller reports the process's own output instead.
+    return undefined;
+  }
+  const complete = report.version === 1 && typeof report.throughput_per_second === "number" &&
+    typeof report.tasks === "object" && typeof report.latency_ms === "object";
+  return complete ? report : undefined;
+}
+
+/** Tasks that did not succeed exactly once: failed, lost, duplicated, or never reported. */
+export function unsound(report: LoadTestReport, tasks: number): number {
+  const t = report.tasks;
+  return t.failed + t.lost + t.duplicates + Math.max(0, tasks - t.succeeded - t.failed - t.lost);
+}

@@ -1,0 +1,31 @@
+/** Dispatcher memory with a large number of tasks published before replies drain them. */
+import type { Context } from "../lib/context.ts";
+import { hasLoadTest, NO_LOAD_TEST, runLoadTest, unsound, type Fleet } from "../lib/load-test.ts";
+import { figure, show, type Figure } from "../lib/report.ts";
+
+/** The size the target is set for; a smaller run (--quick) is shown without a verdict. */
+const TARGET_TASKS = 100_000;
+
+export async function measureDispatcherRss(
+  ctx: Context,
+  fleet: () => Promise<Fleet>,
+): Promise<Figure[]> {
+  const tasks = ctx.settings.inflightTasks;
+  const label = `load-test RSS, ${show(tasks)} tasks`;
+  const base = { id: "dispatcher_rss_mb", label, unit: "MB" };
+  if (!(await hasLoadTest())) return [figure({ ...base, value: null, noVerdict: NO_LOAD_TEST })];
+
+  ctx.log(`dispatcher memory: load-test of ${tasks} no-op tasks, all sent at once`);
+  const run = await runLoadTest(ctx, await fleet(), { tasks, label: "inflight" });
+  const { report } = run;
+  return [figure({
+    ...base,
+    value: run.dispatcherRssMb,
+    target: { op: "<=", value: 300 },
+    detail: "max VmRSS of the load-test process, sampled every 25 ms; " +
+      `${show(report.throughput_per_second)} tasks/s, ${unsound(report, tasks)} not succeeded ` +
+      `once; workers peaked at ${run.workerRssMb.toFixed(0)} MB`,
+    noVerdict: tasks < TARGET_TASKS ? `the target is for ${show(TARGET_TASKS)} tasks` : undefined,
+    data: { report, wall_ms: run.wallMs, worker_rss_mb: run.workerRssMb },
+  })];
+}

@@ -1,0 +1,71 @@
+/**
+ * Round-trip latency at a modest offered rate, where queueing should not dominate: dtest's
+ * load test, and the floor's echo paced the same way for comparison.
+ */
+import type { Context } from "../lib/context.ts";
+import { hasLoadTest, NO_LOAD_TEST, runLoadTest, type Fleet } from "../lib/load-test.ts";
+import { figure, type Figure } from "../lib/report.ts";
+import { startFloor } from "./floor.ts";
+
+export async function measureLatency(
+  ctx: Context,
+  fleet: () => Promise<Fleet>,
+): Promise<Figure[]> {
+  return [...await dtestLatency(ctx, fleet), ...await floorLatency(ctx)];
+}
+
+async function dtestLatency(ctx: Context, fleet: () => Promise<Fleet>): Promise<Figure[]> {
+  const { latencyTasks: tasks, latencyRate: rate, workers, prefetch } = ctx.settings;
+  if (!(await hasLoadTest())) {
+    return ["p50", "p99"].map((p) => figure({
+      id: `latency_${p}_ms`,
+      label: `round trip ${p}`,
+      unit: "ms",
+      value: null,
+      noVerdict: NO_LOAD_TEST,
+    }));
+  }
+
+  ctx.log(`latency: ${tasks} no-op tasks at ${rate}/s through dtest`);
+  const args = { tasks, rate, label: "latency", sampleMemory: false };
+  const { report } = await runLoadTest(ctx, await fleet(), args);
+  const { latency_ms: latency, throughput_per_second: achieved } = report;
+  const how = `dtest load-test, publish to result: ${tasks} no-op tasks offered at ${rate}/s ` +
+    `(achieved ${achieved.toFixed(0)}/s), ${workers} worker(s), --concurrency ${prefetch}`;
+  return [
+    figure({
+      id: "latency_p50_ms", label: "round trip p50", value: latency.p50, unit: "ms",
+      target: { op: "<=", value: 1 }, detail: how, data: { report },
+    }),
+    figure({
+      id: "latency_p99_ms", label: "round trip p99", value: latency.p99, unit: "ms",
+      target: { op: "<=", value: 5 },
+      detail: `p95 ${latency.p95} ms, max ${latency.max} ms, mean ${latency.mean} ms`,
+    }),
+  ];
+}
+
+async function floorLatency(ctx: Context): Promise<Figure[]> {
+  const { latencyTasks: tasks, latencyRate: rate, workers, prefetch } = ctx.settings;
+  ctx.log(`latency: ${tasks} floor echoes at ${rate}/s`);
+  const session = await startFloor({ ...ctx, workers, prefetch, label: "latency" });
+
+  try {
+    await session.round(Math.min(tasks, 500), rate);
+    const round = await session.round(tasks, rate);
+    const { p50, p95, p99, max } = round.latency_ms;
+    return [
+      figure({
+        id: "floor_latency_p50_ms", label: "floor round trip p50", value: p50, unit: "ms",
+        detail: `the floor's echo paced the same way (${tasks} at ${rate}/s), for comparison`,
+        data: { round },
+      }),
+      figure({
+        id: "floor_latency_p99_ms", label: "floor round trip p99", value: p99, unit: "ms",
+        detail: `p95 ${p95.toFixed(2)} ms, max ${max.toFixed(2)} ms`,
+      }),
+    ];
+  } finally {
+    await session.stop();
+  }
+}
