@@ -3,7 +3,8 @@
  * declarations Celery makes, and closing in order. Reconnecting is amqplib's job; callers
  * pass a `setup` that restores their channels and consumers after every (re)connect.
  */
-import { existsSync, readFileSync } from "node:fs";
+import { X509Certificate } from "node:crypto";
+import { readFileSync } from "node:fs";
 
 // Must load before amqplib: it swaps in a table decoder that survives headers amqplib
 // cannot read (see amqp-tables.ts).
@@ -47,14 +48,44 @@ export function resolveBrokerUrl(
 
 function tlsOptions(target: BrokerUrl): { ca?: Buffer[] } {
   if (!target.caFile) return {};
-  if (!target.url.startsWith("amqps://")) {
-    throw new UsageError(`--ca is set but the broker URL is not amqps:// (${maskSecrets(target.url)})`,
+  if (!/^amqps:\/\//i.test(target.url)) {
+    throw new UsageError(`a CA file is set (--ca or AMQP_CA_FILE) but the broker URL is not amqps:// (${maskSecrets(target.url)})`,
       "use an amqps://host:5671 URL, or drop --ca / AMQP_CA_FILE");
   }
-  if (!existsSync(target.caFile)) {
-    throw new UsageError(`CA file not found: ${target.caFile}`, "pass --ca with the PEM file of the broker's CA");
+
+  // Checked here because a directory would escape as a raw EISDIR, and a file with no
+  // certificate would only show up as connection attempts failing until the deadline.
+  try {
+    const pem = readFileSync(target.caFile);
+    new X509Certificate(pem);
+    return { ca: [pem] };
+  } catch (cause) {
+    throw new UsageError(`--ca / AMQP_CA_FILE ${target.caFile} is not a readable PEM certificate (${describeError(cause)})`,
+      "pass the CA's certificate, the file that starts with -----BEGIN CERTIFICATE-----");
   }
-  return { ca: [readFileSync(target.caFile)] };
+}
+
+/** Node's TLS error codes for a certificate the client did not accept. */
+const CERTIFICATE_CODES = /CERT|SELF_SIGNED|UNABLE_TO_(GET|VERIFY)|ALTNAME/;
+
+/** Failures that retrying cannot fix: a refused certificate or refused credentials. */
+function isFatal(err: Error): boolean {
+  const code = (err as NodeJS.ErrnoException).code ?? "";
+  return CERTIFICATE_CODES.test(code) || /ACCESS_REFUSED|access_refused|not_allowed|NOT_ALLOWED/.test(err.message);
+}
+
+function unreachableHint(failure: Error | undefined): string {
+  const code = (failure as NodeJS.ErrnoException | undefined)?.code ?? "";
+  if (CERTIFICATE_CODES.test(code)) {
+    return "the broker's TLS certificate was refused: pass --ca (or AMQP_CA_FILE) with the PEM file of the CA that signed it, and connect by a host name the certificate lists";
+  }
+  if (failure && /ACCESS_REFUSED|access_refused/.test(failure.message)) {
+    return "RabbitMQ refused the user name or password: fix them in --broker / AMQP_URL or the config's rabbitmq: section";
+  }
+  if (failure && /not_allowed|NOT_ALLOWED/i.test(failure.message)) {
+    return "the user may not use this vhost: grant it (rabbitmqctl set_permissions) or pick another vhost";
+  }
+  return "start RabbitMQ (rabbitmq-server -detached), or point --broker / AMQP_URL at a running one";
 }
 
 export interface ConnectOptions {
@@ -108,6 +139,20 @@ export async function connectBroker(target: BrokerUrl, options: ConnectOptions):
   });
   watchConnection(model, logger);
 
+  // amqplib reports why an attempt failed only through "connect-failed". Keep the last
+  // reason, and stop at once on failures that retrying cannot fix.
+  let lastFailure: Error | undefined;
+  let fail: (err: Error) => void = () => {};
+  const fatal = new Promise<never>((_, reject) => (fail = reject));
+  fatal.catch(() => {
+    // Observed by the race below; this only keeps an unused rejection from being reported.
+  });
+  model.on("connect-failed", (err: Error) => {
+    lastFailure = err;
+    logger.debug(`connection attempt failed: ${err.message}`);
+    if (isFatal(err)) fail(err);
+  });
+
   let closing: Promise<void> | undefined;
   const close = () => (closing ??= model.close().catch((err) => logger.debug(`close: ${err.message}`)));
 
@@ -115,12 +160,15 @@ export async function connectBroker(target: BrokerUrl, options: ConnectOptions):
   options.signal?.addEventListener("abort", abort, { once: true });
 
   try {
-    await withDeadline(model.waitForConnect(), timeout);
+    await withDeadline(Promise.race([model.waitForConnect(), fatal]), timeout);
   } catch (cause) {
     await close();
-    throw new BrokerError(`cannot reach RabbitMQ at ${masked} within ${timeout / 1000} s`, {
-      cause,
-      hint: "start RabbitMQ (rabbitmq-server -detached), or point --broker / AMQP_URL at a running one",
+    const what = lastFailure && isFatal(lastFailure)
+      ? `RabbitMQ at ${masked} refused the connection`
+      : `cannot reach RabbitMQ at ${masked} within ${timeout / 1000} s`;
+    throw new BrokerError(what, {
+      cause: lastFailure ?? cause,
+      hint: unreachableHint(lastFailure),
     });
   } finally {
     options.signal?.removeEventListener("abort", abort);
