@@ -2,7 +2,7 @@ import { describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 
-import { loadConfig, parseConfig } from "./config.ts";
+import { findRoute, loadConfig, parseConfig } from "./config.ts";
 import { ConfigError } from "./errors.ts";
 
 const SEED = readFileSync(join(import.meta.dir, "..", "test-config.yml"), "utf8");
@@ -107,5 +107,16 @@ describe("rejecting bad files", () => {
     expect(err).toBeInstanceOf(ConfigError);
     expect(err.message).toContain("/nonexistent/test-config.yml: no such file");
     expect(err.hint).toContain("--config");
+  });
+});
+
+describe("Celery task names", () => {
+  test("a message's dotted or plain name finds a route written either way", () => {
+    const plain = parseConfig(SEED);
+    const dotted = parseConfig(SEED.replace("task_a: queue_a", "celery_app.task_a: queue_a"));
+
+    expect(findRoute(plain, "celery_app.task_a")).toMatchObject({ key: "task_a", queue: "queue_a", def: { kind: "hello" } });
+    expect(findRoute(dotted, "task_a")).toMatchObject({ key: "celery_app.task_a", queue: "queue_a", def: { message: "Hello from Task A" } });
+    expect(findRoute(dotted, "other.task_c")).toBeUndefined();
   });
 });

@@ -13,9 +13,12 @@ import {
   LineCounter,
   Parser,
   type Document,
+  type Pair,
+  type YAMLMap,
 } from "yaml";
 
 import { ConfigError } from "./errors.ts";
+import { shortTaskName } from "./protocol.ts";
 
 export const DEFAULT_CONFIG_FILE = "test-config.yml";
 
@@ -42,6 +45,9 @@ const PLAIN_TAGS = new Set(["map", "seq", "str", "null", "bool", "int", "float"]
 
 /** More YAML syntax errors than this are mostly echoes of the first ones. */
 const MAX_SYNTAX_PROBLEMS = 10;
+
+/** A file with more problems than this is not the config its author meant; list the first ones. */
+const MAX_PROBLEMS = 100;
 
 export interface RetryConfig {
   maxRetries: number;
@@ -137,10 +143,11 @@ const EXPECT_KEYS = ["exit_code", "stdout_contains", "stderr_contains", "result_
 
 /** The built-in tasks of the seed scenario, used when `tasks:` does not define them. */
 export function defaultTask(name: string): TaskDef | undefined {
-  if (name === "task_a") {
+  const short = shortTaskName(name);
+  if (short === "task_a") {
     return { name, kind: "hello", message: "Hello from Task A", duration: 0.1 };
   }
-  if (name === "task_b") {
+  if (short === "task_b") {
     return { name, kind: "hello", message: "Hello from Task B", duration: 0.2 };
   }
   return undefined;
@@ -190,6 +197,9 @@ class Checker {
   readonly problems: string[] = [];
   readonly warnings: string[] = [];
 
+  /** Each mapping's pairs by key, built on first use so that locating n problems stays linear. */
+  private readonly pairIndex = new WeakMap<YAMLMap, Map<string, Pair>>();
+
   constructor(
     readonly file: string,
     private readonly doc: Document,
@@ -203,7 +213,7 @@ class Checker {
 
     for (const step of path) {
       if (isMap(node)) {
-        const pair = node.items.find((item) => keyText(item.key) === String(step));
+        const pair = this.pairOf(node, String(step));
         const start = (pair?.key as { range?: number[] } | undefined)?.range?.[0];
         if (!pair || start === undefined) break;
         offset = start;
@@ -215,7 +225,24 @@ class Checker {
         break;
       }
     }
+    return this.lineAt(offset);
+  }
+
+  lineAt(offset: number): number {
     return this.lines.linePos(offset).line;
+  }
+
+  private pairOf(map: YAMLMap, key: string): Pair | undefined {
+    let index = this.pairIndex.get(map);
+    if (!index) {
+      index = new Map();
+      for (const pair of map.items) {
+        const text = keyText(pair.key);
+        if (text !== undefined && !index.has(text)) index.set(text, pair);
+      }
+      this.pairIndex.set(map, index);
+    }
+    return index.get(key);
   }
 
   problem(path: Path, message: string, value: unknown, fix: string): void {
@@ -231,13 +258,17 @@ class Checker {
   /** A problem found in the YAML nodes themselves, located by the node's own offset. */
   node(offset: number, path: Path, message: string, fix: string): void {
     const where = path.length > 0 ? showPath(path) : "(top level)";
-    this.problems.push(`${this.file}:${this.lines.linePos(offset).line}: ${where} ${message}; ${fix}`);
+    this.problems.push(`${this.file}:${this.lineAt(offset)}: ${where} ${message}; ${fix}`);
   }
 
-  /** Problems in file order, so a reader can walk down the file once. */
+  /** Problems in file order, so a reader can walk down the file once; at most MAX_PROBLEMS. */
   sorted(): string[] {
     const lineOf = (p: string) => Number(p.slice(this.file.length + 1).split(":")[0]);
-    return [...this.problems].sort((a, b) => lineOf(a) - lineOf(b));
+    const all = [...this.problems].sort((a, b) => lineOf(a) - lineOf(b));
+    if (all.length <= MAX_PROBLEMS) return all;
+
+    const more = `${this.file}:${lineOf(all[MAX_PROBLEMS]!)}: ${all.length - MAX_PROBLEMS} more problems from this line on`;
+    return [...all.slice(0, MAX_PROBLEMS), more];
   }
 
   warn(path: Path, message: string): void {
@@ -342,7 +373,7 @@ function readRouting(c: Checker, raw: unknown): Record<string, string> {
       continue;
     }
     c.problem(["task_routing", task], "must name a queue (letters, digits, _ . : -; not amq.*)",
-      queue, `write e.g. "${task}: queue_a"`);
+      queue, `write e.g. "${showKey(task)}: queue_a"`);
   }
 
   if (Object.keys(section).length === 0) {
@@ -394,7 +425,7 @@ function readEnv(c: Checker, path: Path, raw: unknown): Record<string, string> {
     if (typeof value === "string" || typeof value === "number" || typeof value === "boolean") {
       env[key] = String(value);
     } else {
-      c.problem([...path, key], "must be a string", value, `quote the value, e.g. ${key}: "1"`);
+      c.problem([...path, key], "must be a string", value, `quote the value, e.g. ${showKey(key)}: "1"`);
     }
   }
   return env;
@@ -408,7 +439,7 @@ function readTask(c: Checker, name: string, raw: unknown): TaskDef | undefined {
   const kind = section.kind ?? defaultTask(name)?.kind;
   if (typeof kind !== "string" || !(TASK_KINDS as readonly string[]).includes(kind)) {
     c.problem([...path, "kind"], `must be one of ${TASK_KINDS.join(", ")}`, kind,
-      `set tasks.${name}.kind to hello, noop or exec`);
+      `set ${showPath([...path, "kind"])} to hello, noop or exec`);
     return undefined;
   }
   c.unknownKeys(path, section, [...TASK_KEYS.common!, ...TASK_KEYS[kind]!]);
@@ -447,14 +478,15 @@ function readTasks(c: Checker, raw: unknown, routing: Record<string, string>): R
   for (const [name, value] of Object.entries(section)) {
     const task = readTask(c, name, value);
     if (task) tasks[name] = task;
-    if (!Object.hasOwn(routing, name)) {
+    const routed = Object.keys(routing).some((key) => key === name || shortTaskName(key) === name);
+    if (!routed) {
       c.fact(["tasks", name], "is not routed to any queue",
-        `add "${name}: <queue>" under task_routing`);
+        `add "${showKey(name)}: <queue>" under task_routing`);
     }
   }
 
   for (const name of Object.keys(routing)) {
-    if (Object.hasOwn(section, name)) continue;
+    if (Object.hasOwn(section, name) || Object.hasOwn(section, shortTaskName(name))) continue;
 
     // A dispatcher may route tasks that only other workers (Celery's, say) define; a dtest
     // worker refuses to start on a queue with an undefined task (see undefinedTasks).
@@ -465,14 +497,19 @@ function readTasks(c: Checker, raw: unknown, routing: Record<string, string>): R
   return tasks;
 }
 
-function readEntry(c: Checker, path: Path, raw: unknown, routing: Record<string, string>): ScenarioEntry | undefined {
+function readEntry(
+  c: Checker,
+  path: Path,
+  raw: unknown,
+  routing: Record<string, string>,
+  known: string,
+): ScenarioEntry | undefined {
   const section = typeof raw === "string" ? { task: raw } : c.mapping(path, raw, true);
   if (!section) return undefined;
   c.unknownKeys(path, section, ["task", "count", "args", "kwargs"]);
 
   const task = section.task;
   if (typeof task !== "string" || !Object.hasOwn(routing, task)) {
-    const known = Object.keys(routing).join(", ") || "none";
     c.problem([...path, "task"], `must name a routed task (routed: ${known})`, task,
       "route it under task_routing or fix the name");
     return undefined;
@@ -509,8 +546,11 @@ function readScenario(c: Checker, raw: unknown, routing: Record<string, string>)
     return { description, tasks: [] };
   }
 
+  // Named once for every message: a file may route thousands of tasks.
+  const names = Object.keys(routing);
+  const known = names.length > 8 ? `${names.slice(0, 8).join(", ")}, ...` : names.join(", ") || "none";
   const tasks = entries
-    .map((entry, i) => readEntry(c, ["test_scenario", "tasks", i], entry, routing))
+    .map((entry, i) => readEntry(c, ["test_scenario", "tasks", i], entry, routing, known))
     .filter((entry): entry is ScenarioEntry => entry !== undefined);
   return { description, tasks };
 }
@@ -584,6 +624,18 @@ function tooDeep(tokens: CST.Token[]): number | undefined {
 
 /** Parses the text into one YAML document; throws ConfigError for syntax the file gets wrong. */
 function composeYaml(text: string, file: string, lines: LineCounter): Document {
+  // The YAML library makes an Error per syntax problem and a garbage file holds a million of
+  // them; their stacks are never shown, and capturing them would triple the time taken.
+  const stackLimit = Error.stackTraceLimit;
+  Error.stackTraceLimit = 0;
+  try {
+    return composeQuietly(text, file, lines);
+  } finally {
+    Error.stackTraceLimit = stackLimit;
+  }
+}
+
+function composeQuietly(text: string, file: string, lines: LineCounter): Document {
   const tokens = [...new Parser(lines.addNewLine).parse(text)];
   const at = (offset: number) => `${file}:${lines.linePos(offset).line}:`;
 
@@ -593,15 +645,15 @@ function composeYaml(text: string, file: string, lines: LineCounter): Document {
       "flatten the structure: a config needs only a few levels");
   }
 
-  // The library would print a warning on the console for a list used as a key; keep it quiet,
-  // such keys are reported as unknown keys instead.
-  const composer = new Composer({ uniqueKeys: true, logLevel: "error" });
+  // The library's own duplicate-key check compares every key with every other, minutes for a
+  // large mapping; checkNodes does it with a set. The library would also print a console
+  // warning for a list used as a key: keep it quiet, such keys are reported as unknown keys.
+  const composer = new Composer({ uniqueKeys: false, logLevel: "error" });
   const [doc, second] = [...composer.compose(tokens, true, text.length)] as Document[];
-  const errors = doc!.errors.map((e) => `${at(e.pos[0])} invalid YAML: ${e.message.split("\n")[0]}`);
-  if (errors.length > MAX_SYNTAX_PROBLEMS) {
-    const rest = errors.length - MAX_SYNTAX_PROBLEMS;
-    errors.splice(MAX_SYNTAX_PROBLEMS, rest, `${errors[MAX_SYNTAX_PROBLEMS]!.split(" ")[0]} and ${rest} more YAML errors from here on`);
-  }
+  const shown = doc!.errors.slice(0, MAX_SYNTAX_PROBLEMS);
+  const rest = doc!.errors.slice(MAX_SYNTAX_PROBLEMS);
+  const errors = shown.map((e) => `${at(e.pos[0])} invalid YAML: ${e.message.split("\n")[0]}`);
+  if (rest.length > 0) errors.push(`${at(rest[0]!.pos[0])} ${rest.length} more YAML errors from this line on`);
   if (second) {
     errors.push(`${at(second.range?.[0] ?? 0)} a second YAML document starts here; a config is one document`);
   }
@@ -634,6 +686,7 @@ function checkNodes(c: Checker, doc: Document): void {
 
     let size = 1;
     if (isMap(node)) {
+      checkUniqueKeys(c, node, path);
       for (const pair of node.items) {
         size += visit(pair.key, path) + visit(pair.value, [...path, keyText(pair.key) ?? "?"]);
       }
@@ -645,8 +698,9 @@ function checkNodes(c: Checker, doc: Document): void {
     return size;
   };
 
-  const visitAlias = (name: string, offset: number, path: Path): number => {
-    const size = anchors.get(name);
+  const visitAlias = (source: string, offset: number, path: Path): number => {
+    const size = anchors.get(source);
+    const name = showKey(source);
     if (size === undefined) {
       c.node(offset, path, `refers to *${name}, but no &${name} comes before it`, `define &${name} first, or fix the name`);
       return 1;
@@ -668,6 +722,35 @@ function checkNodes(c: Checker, doc: Document): void {
   visit(doc.contents, []);
 }
 
+/** What the YAML library read leniently (a flow list indented too little, say), as warnings. */
+function yamlWarnings(c: Checker, doc: Document): void {
+  // Tag warnings are not repeated: checkNodes has refused every tag it does not read.
+  const lenient = doc.warnings.filter((w) => w.code !== "TAG_RESOLVE_FAILED" && w.code !== "BAD_COLLECTION_TYPE");
+  for (const warning of lenient.slice(0, MAX_SYNTAX_PROBLEMS)) {
+    c.warnings.push(`${c.file}:${c.lineAt(warning.pos[0])}: YAML: ${warning.message.split("\n")[0]}`);
+  }
+}
+
+function checkUniqueKeys(c: Checker, map: YAMLMap, path: Path): void {
+  const seen = new Map<string, number>();
+
+  for (const pair of map.items) {
+    const key = keyText(pair.key);
+    const offset = (pair.key as { range?: number[] } | null)?.range?.[0];
+    if (key === undefined || offset === undefined) continue;
+
+    const first = seen.get(key);
+    if (first === undefined) {
+      seen.set(key, offset);
+      continue;
+    }
+    c.problems.push(
+      `${c.file}:${c.lineAt(offset)}: ${showPath([...path, key])} is already on line ${c.lineAt(first)} ` +
+        "(invalid YAML: Map keys must be unique); keep one of them",
+    );
+  }
+}
+
 /** Parses and validates config text; throws ConfigError listing every problem found. */
 export function parseConfig(text: string, file = DEFAULT_CONFIG_FILE): DtestConfig {
   const lines = new LineCounter();
@@ -676,6 +759,7 @@ export function parseConfig(text: string, file = DEFAULT_CONFIG_FILE): DtestConf
 
   checkNodes(c, doc);
   if (c.problems.length > 0) throw new ConfigError(file, c.sorted(), "fix each line listed above");
+  yamlWarnings(c, doc);
 
   let raw: unknown;
   try {
@@ -688,7 +772,8 @@ export function parseConfig(text: string, file = DEFAULT_CONFIG_FILE): DtestConf
   }
 
   if (raw === null || typeof raw !== "object" || Array.isArray(raw)) {
-    c.fact(["(top level)"], `must be a mapping with task_routing and the other sections (got ${typeName(raw)})`,
+    c.node(isNode(doc.contents) ? (doc.contents.range?.[0] ?? 0) : 0, [],
+      `must be a mapping with task_routing and the other sections (got ${typeName(raw)})`,
       "start from the default test-config.yml");
     throw new ConfigError(file, c.problems);
   }
@@ -727,10 +812,23 @@ export async function loadConfig(file = DEFAULT_CONFIG_FILE): Promise<DtestConfi
   return parseConfig(decodeFile(file, bytes), file);
 }
 
+/**
+ * Finds a task by the name a message carries. Routing keys may be plain (`task_a`) or Celery's
+ * dotted names (`celery_app.task_a`); either matches a message sent under either form.
+ */
+export function findRoute(config: DtestConfig, name: string): { key: string; queue: string; def?: TaskDef } | undefined {
+  const short = shortTaskName(name);
+  const key = name in config.routing ? name
+    : short in config.routing ? short
+    : Object.keys(config.routing).find((k) => shortTaskName(k) === short);
+  if (key === undefined) return undefined;
+  return { key, queue: config.routing[key]!, def: config.tasks[key] ?? config.tasks[shortTaskName(key)] };
+}
+
 /** Tasks routed to `queue` that this config does not define. */
 export function undefinedTasks(config: DtestConfig, queue: string): string[] {
   return Object.entries(config.routing)
-    .filter(([name, q]) => q === queue && !config.tasks[name])
+    .filter(([name, q]) => q === queue && !findRoute(config, name)?.def)
     .map(([name]) => name);
 }
 

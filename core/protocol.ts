@@ -32,7 +32,28 @@ export interface TaskMessage {
   timelimit: [number | null, number | null];
   /** Any headers beyond Celery's own, carried through retries unchanged. */
   extraHeaders: Record<string, unknown>;
+  /** Celery's canvas: what runs after this task (body item 3). */
+  embed: Embed;
 }
+
+/** A Celery signature as carried in a message's embed. */
+export interface Signature {
+  task: string;
+  args?: unknown[];
+  kwargs?: Record<string, unknown>;
+  options?: { task_id?: string; reply_to?: string; queue?: string; routing_key?: string; link?: Signature[] };
+  immutable?: boolean;
+}
+
+export interface Embed {
+  callbacks: Signature[] | null;
+  errbacks: Signature[] | null;
+  /** The rest of a chain, the next step last (Celery's order). */
+  chain: Signature[] | null;
+  chord: unknown;
+}
+
+export const NO_EMBED: Embed = { callbacks: null, errbacks: null, chain: null, chord: null };
 
 export interface ExceptionInfo {
   exc_type: string;
@@ -139,6 +160,7 @@ export function newTask(fields: Pick<TaskMessage, "name" | "args" | "kwargs" | "
     ignoreResult: false,
     timelimit: [null, null],
     extraHeaders: {},
+    embed: NO_EMBED,
     ...fields,
   };
 }
@@ -164,7 +186,7 @@ export function encodeTask(task: TaskMessage): Encoded {
     origin: task.origin,
     ignore_result: task.ignoreResult,
   };
-  const embed = { callbacks: null, errbacks: null, chain: null, chord: null };
+  const embed = task.embed;
 
   return {
     content: Buffer.from(JSON.stringify([task.args, task.kwargs, embed])),
@@ -209,7 +231,18 @@ function headerString(headers: Record<string, unknown>, field: string): string |
   return typeof value === "string" && value.length > 0 ? value : undefined;
 }
 
-function decodeBody(content: Buffer, id: string, replyTo: string): [unknown[], Record<string, unknown>] {
+function signatures(value: unknown): Signature[] | null {
+  if (!Array.isArray(value) || value.length === 0) return null;
+  return value.filter((s): s is Signature => !!s && typeof s === "object" && typeof (s as Signature).task === "string");
+}
+
+function decodeEmbed(value: unknown): Embed {
+  if (!value || typeof value !== "object") return NO_EMBED;
+  const e = value as Record<string, unknown>;
+  return { callbacks: signatures(e.callbacks), errbacks: signatures(e.errbacks), chain: signatures(e.chain), chord: e.chord ?? null };
+}
+
+function decodeBody(content: Buffer, id: string, replyTo: string): [unknown[], Record<string, unknown>, Embed] {
   let body: unknown;
   try {
     body = JSON.parse(content.toString("utf8"));
@@ -221,7 +254,7 @@ function decodeBody(content: Buffer, id: string, replyTo: string): [unknown[], R
   if (!Array.isArray(body) || body.length !== 3 || !Array.isArray(body[0]) || !isObject(body[1])) {
     throw new ProtocolError("body must be [args, kwargs, embed] (Celery protocol v2)", id, replyTo);
   }
-  return [body[0], body[1] as Record<string, unknown>];
+  return [body[0], body[1] as Record<string, unknown>, decodeEmbed(body[2])];
 }
 
 /** Validates and decodes a Celery v2 task message; throws ProtocolError naming the fault. */
@@ -245,7 +278,7 @@ export function decodeTask(message: RawMessage): TaskMessage {
     throw new ProtocolError(`header retries must be an integer ≥ 0; got ${JSON.stringify(retries)}`, id, replyTo);
   }
 
-  const [args, kwargs] = decodeBody(message.content, id, replyTo);
+  const [args, kwargs, embed] = decodeBody(message.content, id, replyTo);
   const limits = Array.isArray(headers.timelimit) ? headers.timelimit : [null, null];
   const asLimit = (v: unknown) => (typeof v === "number" && v > 0 ? v : null);
   const extraHeaders = Object.fromEntries(Object.entries(headers).filter(([k]) => !CELERY_HEADERS.has(k)));
@@ -267,6 +300,7 @@ export function decodeTask(message: RawMessage): TaskMessage {
     ignoreResult: headers.ignore_result === true,
     timelimit: [asLimit(limits[0]), asLimit(limits[1])],
     extraHeaders,
+    embed,
   };
 }
 

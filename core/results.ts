@@ -2,7 +2,7 @@
  * Aggregating task replies into one record per task and rendering the console report in the
  * seed's format. A task delivered twice is still reported once: the first final reply wins.
  */
-import { describeException, FINAL_STATUSES, REPLY_HEADERS, type ResultMessage, type TaskStatus } from "./protocol.ts";
+import { describeException, FINAL_STATUSES, REPLY_HEADERS, shortTaskName, type ResultMessage, type TaskStatus } from "./protocol.ts";
 import { taskLabel } from "./tasks.ts";
 
 export interface TaskRecord {
@@ -78,7 +78,7 @@ function numberField(value: unknown, field: string): number | undefined {
 }
 
 export function recordLabel(record: TaskRecord): string {
-  const base = `Task ${taskLabel(record.task)}`;
+  const base = `Task ${taskLabel(shortTaskName(record.task))}`;
   return record.of > 1 ? `${base} #${record.index}` : base;
 }
 
@@ -109,7 +109,7 @@ export function totals(records: TaskRecord[], totalSeconds: number): RunTotals {
 export function renderResults(records: TaskRecord[]): string[] {
   return records.flatMap((record) => {
     const label = recordLabel(record);
-    const lines = [`Result from ${record.task}: ${shownResult(record)}`];
+    const lines = [`Result from ${shortTaskName(record.task)}: ${shownResult(record)}`];
     if (record.finishedAt !== undefined) {
       lines.push(`${label} execution time: ${(record.executionTime ?? 0).toFixed(3)}s`);
     }

@@ -15,7 +15,8 @@ import {
   type Broker,
   type BrokerUrl,
 } from "./broker.ts";
-import type { DtestConfig, RetryConfig, TaskDef } from "./config.ts";
+import { abandonedSteps, followUps } from "./canvas.ts";
+import { findRoute, type DtestConfig, type RetryConfig, type TaskDef } from "./config.ts";
 import { describeError } from "./errors.ts";
 import { declareEventExchange, EventPublisher } from "./events.ts";
 import { serveControl } from "./pidbox.ts";
@@ -247,6 +248,13 @@ class Worker {
       throw err;
     }
 
+    if (task.embed.chord) {
+      // TODO: run chords (a group whose results feed one callback) — it needs a result store
+      // the group's workers share, which the rpc:// reply model does not give dtest.
+      const error = new ProtocolError("Celery chords are not supported by dtest workers; send the group and its callback as separate tasks", task.id, task.replyTo);
+      return this.reject(delivery, error, task);
+    }
+
     const refusal = this.refuse(task);
     if (refusal) {
       this.taskEvent("task-failed", { uuid: task.id, exception: pyRepr(refusal.reply), traceback: null });
@@ -279,7 +287,7 @@ class Worker {
   /** Returns why this worker must not run the task, or nothing when it may. */
   private refuse(task: TaskMessage): { error: ProtocolError; reply: ExceptionInfo } | undefined {
     const name = shortTaskName(task.name);
-    const home = this.options.config.routing[name];
+    const home = findRoute(this.options.config, task.name)?.queue;
     if (home === undefined) {
       const error = new ProtocolError(`task ${task.name} is not registered on this worker`, task.id, task.replyTo);
       return { error, reply: exceptionInfo("NotRegistered", task.name) };
@@ -312,7 +320,7 @@ class Worker {
   }
 
   private async execute(delivery: Delivery, task: TaskMessage): Promise<void> {
-    const def = this.options.config.tasks[shortTaskName(task.name)]!;
+    const def = findRoute(this.options.config, task.name)!.def!;
     const abort = new AbortController();
     this.running.set(task.id, abort);
     this.log.debug({ message: `${task.name}[${task.id}] received (retries ${task.retries})`, task: task.name, id: task.id });
@@ -341,6 +349,7 @@ class Worker {
       this.taskEvent("task-succeeded", { uuid: task.id, result: JSON.stringify(outcome.value.result), runtime: seconds });
       this.log.debug(`${task.name}[${task.id}] succeeded in ${seconds}s`);
       if (!task.ignoreResult) await this.reply(task, { status: "SUCCESS", result: outcome.value, traceback: null });
+      await this.publishFollowUps(delivery, task, outcome.value);
       return this.ack(delivery);
     }
 
@@ -362,8 +371,24 @@ class Worker {
     this.summary.failed++;
     this.taskEvent("task-failed", failure);
     this.log.warn(`${task.name}[${task.id}] failed after ${task.retries} retries: ${why}`);
-    await this.reply(task, { status: "FAILURE", result: { ...outcome.error, ...outcome.value }, traceback: why });
+    const result = { ...outcome.error, ...outcome.value };
+    await this.reply(task, { status: "FAILURE", result, traceback: why });
+    for (const step of abandonedSteps(task)) {
+      await this.reply({ ...task, id: step.id, replyTo: step.replyTo }, { status: "FAILURE", result, traceback: why });
+    }
     this.ack(delivery);
+  }
+
+  /** Publishes a chain's next step and link callbacks before the task is acked. */
+  private async publishFollowUps(delivery: Delivery, task: TaskMessage, result: unknown): Promise<void> {
+    for (const next of followUps(this.options.config, task, result)) {
+      if (next.queue) {
+        await publishConfirmed(delivery.channel, next.queue, encodeTask(next.task));
+        continue;
+      }
+      this.log.warn(`${task.name}[${task.id}]: no route for the next step ${next.task.name}; failing it`);
+      await this.reply(next.task, { status: "FAILURE", result: exceptionInfo("NotRegistered", next.task.name), traceback: null });
+    }
   }
 
   private async reply(task: TaskMessage, fields: Pick<ResultMessage, "status" | "result" | "traceback">): Promise<void> {

@@ -263,9 +263,9 @@ describe("a Python Celery client calling dtest workers", () => {
     expect(unknown.state).toBe("FAILURE");
   });
 
-  // A Celery worker publishes a chain's next step (carried in the message body's embed) when
-  // the first succeeds. A dtest worker ignores the embed: task_b never runs, get() times out.
-  test.todo("a chain of task_a then task_b runs both and returns task_b's result", async () => {
+  // The chain's next step travels in the message body's embed; the worker that finishes a
+  // step publishes the next one.
+  test("a chain of task_a then task_b runs both and returns task_b's result", async () => {
     const chained = await client(env, "chain", "celery_app.task_a", "celery_app.task_b");
 
     expect(chained.state).toBe("SUCCESS");
@@ -317,9 +317,9 @@ describe("dtest dispatch driving Celery workers", () => {
     expect(workers[0]!.output).toMatch(/Task flaky\[[0-9a-f-]{36}\] retry: Retry in 0\.05s/);
   });
 
-  // dtest publishes the routing key's bare name (task_a); a Celery worker that registers only
-  // the seed's celery_app.task_a answers NotRegistered and drops the message.
-  test.todo("runs the seed on Celery workers that know only celery_app.* names", async () => {
+  // The seed's Celery app registers only celery_app.task_a: routing that full name makes
+  // dtest send it, and the report still reads by the short name, as with dtest workers.
+  test("runs the seed on Celery workers that know only celery_app.* names", async () => {
     const [q1, q2] = ownQueues(2) as [string, string];
     const env = pythonEnv(q1, q2);
     const seedWorkers = await Promise.all([
@@ -328,10 +328,15 @@ describe("dtest dispatch driving Celery workers", () => {
     ]);
 
     try {
-      const result = await run(["dispatch", "--config", seedConfig(q1, q2), "--timeout", "10"]);
-      expect(result.stdout).toContain("Result from task_a: Hello from Task A");
-      expect(result.stdout).toContain("Result from task_b: Hello from Task B");
+      const seed = readFileSync(seedConfig(q1, q2), "utf8")
+        .replace(`task_a: ${q1}`, `celery_app.task_a: ${q1}`)
+        .replace(`task_b: ${q2}`, `celery_app.task_b: ${q2}`);
+      const result = await run(["dispatch", "--config", writeConfig(tempDir(), seed), "--timeout", "10"]);
+      const lines = result.stdout.trimEnd().split("\n");
+      expect(lines).toHaveLength(SEED_REPORT.length);
+      lines.forEach((line, i) => expect(line).toMatch(SEED_REPORT[i]!));
       expect(result.code).toBe(0);
+      expect(seedWorkers[0]!.output).toMatch(/Task celery_app\.task_a\[[0-9a-f-]{36}\] succeeded/);
     } finally {
       await stop(seedWorkers);
     }
