@@ -80,7 +80,7 @@ load-test: $(BIN) ## Load the running workers: make load-test TASKS=20
 	$(BIN) load-test --tasks $(TASKS)
 
 test: $(BIN) ## Run every test against RabbitMQ, the compiled binary and (if present) containers
-	$(BUN) test
+	$(BUN) test --timeout 60000
 
 typecheck: node_modules/.installed ## Type-check with tsc (strict)
 	node_modules/.bin/tsc --noEmit -p .
