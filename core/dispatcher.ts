@@ -91,6 +91,9 @@ class Dispatch {
   private async openChannel(model: ChannelModel): Promise<void> {
     const channel = await model.createConfirmChannel();
     channel.on("error", (err: Error) => this.log.warn(`channel error: ${err.message}`));
+    channel.on("close", () => {
+      if (this.channel === channel) this.channel = undefined;
+    });
     channel.on("handler-error", (err: Error, event: string) => this.log.error(`"${event}" listener threw: ${err.message}`));
 
     await declareReplyQueue(channel, this.replyQueue);
@@ -145,12 +148,18 @@ class Dispatch {
 
     const encoded = encodeTask(entry.task);
     return new Promise((resolve) => {
-      channel.publish("", entry.record.queue, encoded.content, encoded.options, (err) => {
-        // An unconfirmed publish is sent again by openChannel after the reconnect.
+      // An unconfirmed publish, or one refused by a closing channel, is sent again by
+      // openChannel after the reconnect.
+      const settle = (err: Error | null | undefined) => {
         if (err) this.log.warn(`publish of ${entry.task.id} not confirmed (${err.message}); will resend`);
         else entry.confirmed = true;
         resolve();
-      });
+      };
+      try {
+        channel.publish("", entry.record.queue, encoded.content, encoded.options, settle);
+      } catch (err) {
+        settle(err as Error);
+      }
     });
   }
 
@@ -196,7 +205,12 @@ class Dispatch {
   }
 
   private onReply(channel: ConfirmChannel, msg: ConsumeMessage): void {
-    channel.ack(msg);
+    try {
+      channel.ack(msg);
+    } catch (err) {
+      // The channel is closing: the reply is requeued and comes again; duplicates are ignored.
+      this.log.debug(`reply ack dropped: ${(err as Error).message}`);
+    }
     let reply;
     try {
       reply = decodeResult(msg);

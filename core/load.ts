@@ -148,6 +148,9 @@ class LoadTest {
   private async openChannel(model: ChannelModel): Promise<void> {
     const channel = await model.createConfirmChannel();
     channel.on("error", (err: Error) => this.log.warn(`channel error: ${err.message}`));
+    channel.on("close", () => {
+      if (this.channel === channel) this.channel = undefined;
+    });
     await declareReplyQueue(channel, this.replyQueue);
     for (const queue of new Set(Object.values(this.options.config.routing))) await declareTaskQueue(channel, queue);
     await channel.prefetch(5000);
@@ -169,9 +172,16 @@ class LoadTest {
     const name = this.names[seq % this.names.length]!;
     const task = newTask({ id: this.idOf(seq), name, args: [], kwargs: {}, replyTo: this.replyQueue });
     const { content, options } = encodeTask(task);
-    return channel.publish("", this.options.config.routing[name]!, content, options, (err) => {
-      if (!err) this.confirmed.add(seq);
-    });
+    try {
+      return channel.publish("", this.options.config.routing[name]!, content, options, (err) => {
+        if (!err) this.confirmed.add(seq);
+      });
+    } catch (err) {
+      // The channel closed under us (broker restart): the task stays unconfirmed, and
+      // openChannel sends it again after the reconnect.
+      this.log.debug(`publish of task ${seq} deferred: ${(err as Error).message}`);
+      return true;
+    }
   }
 
   private planned(): number | undefined {
@@ -292,10 +302,16 @@ class LoadTest {
   private flushAcks(): void {
     clearTimeout(this.ackTimer);
     this.ackTimer = undefined;
-    if (!this.unacked || !this.channel) return;
-    this.channel.ack(this.unacked, true);
+    const msg = this.unacked;
     this.unacked = undefined;
     this.unackedCount = 0;
+    if (!msg || !this.channel) return;
+    try {
+      this.channel.ack(msg, true);
+    } catch (err) {
+      // The channel closed: the broker requeues these replies and delivers them again.
+      this.log.debug(`reply acks dropped with the channel: ${(err as Error).message}`);
+    }
   }
 
   private startProgress(began: number): Timer {
