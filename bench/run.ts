@@ -17,11 +17,13 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { availableParallelism, totalmem } from "node:os";
 import { parseArgs } from "node:util";
 
+import type { ChannelModel } from "amqplib";
+
 import { brokerUrl, connect, Leftovers, mask, RUN_ID } from "./lib/broker.ts";
 import type { Context, Settings } from "./lib/context.ts";
 import { requireBinary, Workdir } from "./lib/dtest.ts";
-import { startFleet, type Fleet } from "./lib/load-test.ts";
 import { busyPercent } from "./lib/machine.ts";
+import { Pools } from "./lib/pools.ts";
 import { renderTable, type Figure } from "./lib/report.ts";
 import { measureDispatch } from "./parts/dispatch.ts";
 import { measureDispatcherRss } from "./parts/dispatcher-rss.ts";
@@ -123,29 +125,28 @@ function fail(message: string): never {
   process.exit(2);
 }
 
-/** Runs the chosen parts in an order where the no-op workers are started once and shared. */
+/**
+ * Runs the chosen parts. Latency goes before throughput so it is measured on a broker that is
+ * not still digesting the throughput bursts; both share the same warmed-up workers.
+ */
 async function measure(ctx: Context, parts: Set<string>): Promise<Figure[]> {
-  const { workers, prefetch } = ctx.settings;
-  let fleet: Promise<Fleet> | undefined;
-  const noopFleet = () =>
-    (fleet ??= startFleet(ctx, { label: "noop", kind: "noop", workers, concurrency: prefetch }));
+  const pools = new Pools(ctx);
   const figures: Figure[] = [];
 
   try {
     if (parts.has("help")) figures.push(...await measureHelp(ctx));
     if (parts.has("worker-start")) figures.push(...await measureWorkerStart(ctx));
     if (parts.has("dispatch")) figures.push(...await measureDispatch(ctx));
+    if (parts.has("latency")) figures.push(...await measureLatency(ctx, pools));
     if (parts.has("floor") || parts.has("noop")) {
-      const plan = { floor: parts.has("floor"), noop: parts.has("noop"), fleet: noopFleet };
+      const plan = { floor: parts.has("floor"), noop: parts.has("noop"), pools };
       figures.push(...await measureThroughput(ctx, plan));
     }
-    if (parts.has("latency")) figures.push(...await measureLatency(ctx, noopFleet));
-    if (parts.has("dispatcher-rss")) figures.push(...await measureDispatcherRss(ctx, noopFleet));
+    if (parts.has("dispatcher-rss")) figures.push(...await measureDispatcherRss(ctx, pools));
     if (parts.has("scaling")) figures.push(...await measureScaling(ctx));
     if (parts.has("floor-sweep")) figures.push(...await measureFloorSweep(ctx));
   } finally {
-    // A fleet that failed to start has already stopped its workers and reported why.
-    if (fleet) await (await fleet.catch(() => undefined))?.stop();
+    await pools.stop();
   }
   return figures;
 }
@@ -155,6 +156,8 @@ async function main(): Promise<void> {
   requireBinary();
   const url = brokerUrl();
   const model = await connect(url);
+  const log = (line: string) => process.stderr.write(`bench: ${line}\n`);
+  model.on("error", (err: Error) => log(`broker connection: ${err.message}`));
   const server = model.connection.serverProperties as { version?: string } | undefined;
   const ctx: Context = {
     url,
@@ -162,7 +165,7 @@ async function main(): Promise<void> {
     leftovers: new Leftovers(),
     workdir: new Workdir(),
     settings: options.settings,
-    log: (line) => process.stderr.write(`bench: ${line}\n`),
+    log,
   };
 
   // Ctrl-C reaches the workers too (same process group); the broker still needs tidying.
@@ -179,15 +182,33 @@ async function main(): Promise<void> {
     process.exitCode = figures.some((f) => f.verdict === "MISS") ? 1 : 0;
   } finally {
     await tidy(ctx);
-    await model.close();
+    // Already closed when the broker dropped it; the run's outcome is reported either way.
+    await model.close().catch(() => undefined);
   }
 }
 
+/** Removes this run's queues and files, over a fresh connection in case the run's own died. */
 async function tidy(ctx: Context): Promise<void> {
-  const deleted = await ctx.leftovers.clean(ctx.model);
   ctx.workdir.cleanup();
-  if (deleted.length === 0) return;
-  ctx.log(`deleted ${deleted.length} queues and exchanges named bench_${RUN_ID}_*`);
+
+  let model: ChannelModel;
+  try {
+    model = await connect(ctx.url);
+  } catch (err) {
+    const why = (err as Error).message;
+    const fix = "remove them with rabbitmqctl delete_queue once RabbitMQ is back";
+    ctx.log(`could not delete the queues named bench_${RUN_ID}_* (${why}); ${fix}`);
+    return;
+  }
+
+  try {
+    const deleted = await ctx.leftovers.clean(model);
+    if (deleted.length > 0) {
+      ctx.log(`deleted ${deleted.length} queues and exchanges named bench_${RUN_ID}_*`);
+    }
+  } finally {
+    await model.close();
+  }
 }
 
 function print(ctx: Context, figures: Figure[], busy: number): void {

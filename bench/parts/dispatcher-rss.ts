@@ -1,22 +1,20 @@
 /** Dispatcher memory with a large number of tasks published before replies drain them. */
 import type { Context } from "../lib/context.ts";
-import { hasLoadTest, NO_LOAD_TEST, runLoadTest, unsound, type Fleet } from "../lib/load-test.ts";
+import { hasLoadTest, NO_LOAD_TEST, runLoadTest, unsound } from "../lib/load-test.ts";
+import type { Pools } from "../lib/pools.ts";
 import { figure, show, type Figure } from "../lib/report.ts";
 
 /** The size the target is set for; a smaller run (--quick) is shown without a verdict. */
 const TARGET_TASKS = 100_000;
 
-export async function measureDispatcherRss(
-  ctx: Context,
-  fleet: () => Promise<Fleet>,
-): Promise<Figure[]> {
+export async function measureDispatcherRss(ctx: Context, pools: Pools): Promise<Figure[]> {
   const tasks = ctx.settings.inflightTasks;
   const label = `load-test RSS, ${show(tasks)} tasks`;
   const base = { id: "dispatcher_rss_mb", label, unit: "MB" };
   if (!(await hasLoadTest())) return [figure({ ...base, value: null, noVerdict: NO_LOAD_TEST })];
 
   ctx.log(`dispatcher memory: load-test of ${tasks} no-op tasks, all sent at once`);
-  const run = await runLoadTest(ctx, await fleet(), { tasks, label: "inflight" });
+  const run = await runLoadTest(ctx, await pools.noop(), { tasks, label: "inflight" });
   const { report } = run;
   return [figure({
     ...base,

@@ -1,20 +1,22 @@
 /**
  * Round-trip latency at a modest offered rate, where queueing should not dominate: dtest's
- * load test, and the floor's echo paced the same way for comparison.
+ * load test, and the floor's echo paced the same way for comparison. Both get the same
+ * warm-up at that rate first, so neither is measured with cold code.
  */
 import type { Context } from "../lib/context.ts";
-import { hasLoadTest, NO_LOAD_TEST, runLoadTest, type Fleet } from "../lib/load-test.ts";
+import { hasLoadTest, NO_LOAD_TEST, runLoadTest } from "../lib/load-test.ts";
+import type { Pools } from "../lib/pools.ts";
 import { figure, type Figure } from "../lib/report.ts";
-import { startFloor } from "./floor.ts";
 
-export async function measureLatency(
-  ctx: Context,
-  fleet: () => Promise<Fleet>,
-): Promise<Figure[]> {
-  return [...await dtestLatency(ctx, fleet), ...await floorLatency(ctx)];
+export async function measureLatency(ctx: Context, pools: Pools): Promise<Figure[]> {
+  return [...await dtestLatency(ctx, pools), ...await floorLatency(ctx, pools)];
 }
 
-async function dtestLatency(ctx: Context, fleet: () => Promise<Fleet>): Promise<Figure[]> {
+function warmup(tasks: number): number {
+  return Math.min(tasks, 1000);
+}
+
+async function dtestLatency(ctx: Context, pools: Pools): Promise<Figure[]> {
   const { latencyTasks: tasks, latencyRate: rate, workers, prefetch } = ctx.settings;
   if (!(await hasLoadTest())) {
     return ["p50", "p99"].map((p) => figure({
@@ -27,8 +29,10 @@ async function dtestLatency(ctx: Context, fleet: () => Promise<Fleet>): Promise<
   }
 
   ctx.log(`latency: ${tasks} no-op tasks at ${rate}/s through dtest`);
+  const fleet = await pools.noop();
+  await runLoadTest(ctx, fleet, { tasks: warmup(tasks), rate, label: "latency-warmup" });
   const args = { tasks, rate, label: "latency", sampleMemory: false };
-  const { report } = await runLoadTest(ctx, await fleet(), args);
+  const { report } = await runLoadTest(ctx, fleet, args);
   const { latency_ms: latency, throughput_per_second: achieved } = report;
   const how = `dtest load-test, publish to result: ${tasks} no-op tasks offered at ${rate}/s ` +
     `(achieved ${achieved.toFixed(0)}/s), ${workers} worker(s), --concurrency ${prefetch}`;
@@ -45,27 +49,22 @@ async function dtestLatency(ctx: Context, fleet: () => Promise<Fleet>): Promise<
   ];
 }
 
-async function floorLatency(ctx: Context): Promise<Figure[]> {
-  const { latencyTasks: tasks, latencyRate: rate, workers, prefetch } = ctx.settings;
+async function floorLatency(ctx: Context, pools: Pools): Promise<Figure[]> {
+  const { latencyTasks: tasks, latencyRate: rate } = ctx.settings;
   ctx.log(`latency: ${tasks} floor echoes at ${rate}/s`);
-  const session = await startFloor({ ...ctx, workers, prefetch, label: "latency" });
-
-  try {
-    await session.round(Math.min(tasks, 500), rate);
-    const round = await session.round(tasks, rate);
-    const { p50, p95, p99, max } = round.latency_ms;
-    return [
-      figure({
-        id: "floor_latency_p50_ms", label: "floor round trip p50", value: p50, unit: "ms",
-        detail: `the floor's echo paced the same way (${tasks} at ${rate}/s), for comparison`,
-        data: { round },
-      }),
-      figure({
-        id: "floor_latency_p99_ms", label: "floor round trip p99", value: p99, unit: "ms",
-        detail: `p95 ${p95.toFixed(2)} ms, max ${max.toFixed(2)} ms`,
-      }),
-    ];
-  } finally {
-    await session.stop();
-  }
+  const session = await pools.floor();
+  await session.round(warmup(tasks), rate);
+  const round = await session.round(tasks, rate);
+  const { p50, p95, p99, max } = round.latency_ms;
+  return [
+    figure({
+      id: "floor_latency_p50_ms", label: "floor round trip p50", value: p50, unit: "ms",
+      detail: `the floor's echo paced the same way (${tasks} at ${rate}/s), for comparison`,
+      data: { round },
+    }),
+    figure({
+      id: "floor_latency_p99_ms", label: "floor round trip p99", value: p99, unit: "ms",
+      detail: `p95 ${p95.toFixed(2)} ms, max ${max.toFixed(2)} ms`,
+    }),
+  ];
 }

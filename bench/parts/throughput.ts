@@ -11,36 +11,30 @@ import {
   type Fleet,
   type LoadTestRun,
 } from "../lib/load-test.ts";
+import type { Pools } from "../lib/pools.ts";
 import { sampleRss } from "../lib/proc.ts";
 import { figure, show, type Figure } from "../lib/report.ts";
 import { median } from "../lib/stats.ts";
-import { startFloor, type FloorRound, type FloorSession } from "./floor.ts";
+import type { FloorRound, FloorSession } from "./floor.ts";
 
 export interface ThroughputPlan {
   floor: boolean;
   noop: boolean;
-  /** Starts (once) and returns the no-op workers shared with later parts. */
-  fleet: () => Promise<Fleet>;
+  /** The floor's and dtest's workers, shared with the other parts. */
+  pools: Pools;
 }
 
 export async function measureThroughput(ctx: Context, plan: ThroughputPlan): Promise<Figure[]> {
-  const { workers, prefetch } = ctx.settings;
   const noop = plan.noop && (await hasLoadTest());
-  const floor = plan.floor
-    ? await startFloor({ ...ctx, workers, prefetch, label: `k${workers}p${prefetch}` })
-    : undefined;
+  const floor = plan.floor ? await plan.pools.floor() : undefined;
+  const fleet = noop ? await plan.pools.noop() : undefined;
 
-  try {
-    const fleet = noop ? await plan.fleet() : undefined;
-    const rounds = await interleave(ctx, floor, fleet);
-    return [
-      ...(floor ? [floorFigure(ctx, rounds.floor), echoRssFigure(ctx, rounds.echoRssMb)] : []),
-      ...(plan.noop ? noopFigures(ctx, noop ? rounds.noop : undefined) : []),
-      ...(floor && noop ? [ratioFigure(rounds.floor, rounds.noop)] : []),
-    ];
-  } finally {
-    await floor?.stop();
-  }
+  const rounds = await interleave(ctx, floor, fleet);
+  return [
+    ...(floor ? [floorFigure(ctx, rounds.floor), echoRssFigure(ctx, rounds.echoRssMb)] : []),
+    ...(plan.noop ? noopFigures(ctx, noop ? rounds.noop : undefined) : []),
+    ...(floor && noop ? [ratioFigure(rounds.floor, rounds.noop)] : []),
+  ];
 }
 
 interface Rounds {
