@@ -83,6 +83,7 @@ describe("poison messages are answered, parked with the reason, and the worker k
     ["no content type", () => send(validBody, { task: "task_a", id: crypto.randomUUID() }, { contentType: undefined }), "content_type must be application/json; got none", "ProtocolError"],
     ["an unknown task", () => send(validBody, { task: "proj.tasks.nope", id: crypto.randomUUID() }), "task proj.tasks.nope is not registered", "NotRegistered"],
     ["a task for another queue", () => send(validBody, { task: "task_b", id: crypto.randomUUID() }), `task_b belongs to queue ${qb}`, "WrongQueue"],
+    ["a Celery chord", () => send(JSON.stringify([[], {}, { ...EMBED, chord: { task: "join", args: [], kwargs: {}, options: {} } }]), { task: "task_a", id: crypto.randomUUID() }), "chords are not supported", "ProtocolError"],
     ["an eta a year away", () => send(validBody, { task: "task_a", id: crypto.randomUUID(), eta: new Date(Date.now() + 365 * 86400e3).toISOString() }), "is more than 24 h away", "ProtocolError"],
   ];
 
