@@ -9,6 +9,7 @@
  *   dtest monitor                     follow workers and tasks live
  *   dtest load-test --tasks 20        load the workers, report throughput and latency
  *   dtest dead-letters [--requeue]    what workers parked and why; put it back after a fix
+ *   dtest report diff OLD NEW         status changes and time regressions between two runs
  *   dtest --help                      every subcommand and flag
  */
 import { defineCommand, runCommand, showUsage, type CommandDef } from "citty";
@@ -18,6 +19,7 @@ import deadLetters from "./dead-letters.ts";
 import dispatch from "./dispatch.ts";
 import loadTest from "./load-test.ts";
 import monitor from "./monitor.ts";
+import report from "./report.ts";
 import scale from "./scale.ts";
 import status from "./status.ts";
 import worker from "./worker.ts";
@@ -26,7 +28,7 @@ const VERSION = "0.1.0";
 
 const main = defineCommand({
   meta: { name: "dtest", version: VERSION, description: "Distributed test dispatch over RabbitMQ (Celery protocol v2)" },
-  subCommands: { dispatch, worker, "load-test": loadTest, scale, status, monitor, "dead-letters": deadLetters },
+  subCommands: { dispatch, worker, "load-test": loadTest, scale, status, monitor, "dead-letters": deadLetters, report },
 });
 
 /** Finds the subcommand the arguments name, for usage output. */
