@@ -31,11 +31,16 @@ const main = defineCommand({
   subCommands: { dispatch, worker, "load-test": loadTest, scale, status, monitor, "dead-letters": deadLetters, report },
 });
 
-/** Finds the subcommand the arguments name, for usage output. */
+/** Finds the (possibly nested) subcommand the arguments name, for usage output. */
 function resolve(rawArgs: string[]): [CommandDef, CommandDef?] {
-  const name = rawArgs.find((a) => !a.startsWith("-"));
-  const sub = name ? (main.subCommands as Record<string, CommandDef>)[name] : undefined;
-  return sub ? [sub, main as CommandDef] : [main as CommandDef];
+  let command = main as CommandDef;
+  let parent: CommandDef | undefined;
+  for (const word of rawArgs.filter((a) => !a.startsWith("-"))) {
+    const sub = (command.subCommands as Record<string, CommandDef> | undefined)?.[word];
+    if (!sub) break;
+    [parent, command] = [command, sub];
+  }
+  return [command, parent];
 }
 
 async function runCli(rawArgs: string[]): Promise<void> {
