@@ -80,11 +80,13 @@ export async function readStatus(
   compose: Compose | null,
   listenMs = (HEARTBEAT_SECONDS + 0.3) * 1000,
 ): Promise<FleetStatus> {
-  const [states, dead, workers] = await Promise.all([
+  const [states, dead, everyone] = await Promise.all([
     inspectQueues(model, queues),
     inspectQueues(model, queues.map(deadLetterQueue)),
     collectWorkers(model, listenMs),
   ]);
+  // The event stream carries every worker on the broker; show those of this config's queues.
+  const workers = everyone.filter((w) => w.queues.length === 0 || w.queues.some((q) => queues.includes(q)));
 
   const status = states.map((s, i) => ({
     queue: s.queue,

@@ -63,10 +63,14 @@ describe("faults", () => {
     const survivor = await startWorker(q, file, ["--concurrency", "10"]);
     const load = start(["load-test", "--config", file, "--tasks", "1000", "--timeout", "120"]);
 
-    await victim.waitFor(/work\[[0-9a-f-]+\] succeeded/);
-    victim.child.kill("SIGKILL");
-    expect(await load.exit()).toBe(0);
-    await stopAll([survivor]);
+    try {
+      await victim.waitFor(/work\[[0-9a-f-]+\] succeeded/);
+      victim.child.kill("SIGKILL");
+      expect(await load.exit()).toBe(0);
+    } finally {
+      victim.child.kill("SIGKILL");
+      await stopAll([survivor]);
+    }
 
     expect(counts(load.stdout)).toMatchObject({ sent: 1000, succeeded: 1000, failed: 0, lost: 0 });
     console.log(`SIGKILL: ${load.stdout.match(/Tasks: .*/)?.[0]}`);
@@ -81,16 +85,20 @@ describe("faults", () => {
     ];
     const load = start(["load-test", "--config", file, "--tasks", "10000", "--rate", "400", "--timeout", "120"]);
 
-    await conn?.close().catch(() => undefined);
+    // This test's own connection would only die with the broker; it reconnects in afterAll.
+    await conn?.close();
     conn = undefined;
-    for (let i = 0; i < 3; i++) {
-      await Bun.sleep(3000);
-      expect(Bun.spawnSync(["rabbitmqctl", "stop_app"]).exitCode).toBe(0);
-      expect(Bun.spawnSync(["rabbitmqctl", "start_app"]).exitCode).toBe(0);
+    try {
+      for (let i = 0; i < 3; i++) {
+        await Bun.sleep(3000);
+        expect(Bun.spawnSync(["rabbitmqctl", "stop_app"]).exitCode).toBe(0);
+        expect(Bun.spawnSync(["rabbitmqctl", "start_app"]).exitCode).toBe(0);
+      }
+      expect(await load.exit()).toBe(0);
+    } finally {
+      load.child.kill("SIGKILL");
+      await stopAll(workers);
     }
-
-    expect(await load.exit()).toBe(0);
-    await stopAll(workers);
     const c = counts(load.stdout);
     console.log(`broker restarts: ${load.stdout.match(/Tasks: .*/)?.[0]}`);
     expect(c).toMatchObject({ sent: 10000, succeeded: 10000, failed: 0, lost: 0 });
