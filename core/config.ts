@@ -41,7 +41,9 @@ const MAX_DEPTH = 64;
 const MAX_ALIAS_VALUES = 10_000;
 
 /** A config holds plain values; other tags (!!binary, !!python/object, !custom) are refused. */
-const PLAIN_TAGS = new Set(["map", "seq", "str", "null", "bool", "int", "float"].map((t) => `tag:yaml.org,2002:${t}`));
+const PLAIN_TAGS = new Set(
+  ["map", "seq", "str", "null", "bool", "int", "float"].map((t) => `tag:yaml.org,2002:${t}`),
+);
 
 /** More YAML syntax errors than this are mostly echoes of the first ones. */
 const MAX_SYNTAX_PROBLEMS = 10;
@@ -164,7 +166,9 @@ function dictionary<T>(): Record<string, T> {
 }
 
 function showPath(path: Path): string {
-  return path.map((p, i) => (typeof p === "number" ? `[${p}]` : i === 0 ? showKey(p) : `.${showKey(p)}`)).join("");
+  return path
+    .map((p, i) => (typeof p === "number" ? `[${p}]` : i === 0 ? showKey(p) : `.${showKey(p)}`))
+    .join("");
 }
 
 /** A key as written, quoted when blank, padded or holding control characters; cut when long. */
@@ -175,7 +179,8 @@ function showKey(key: string): string {
 
 function showValue(value: unknown): string {
   // JSON has no Infinity or NaN and would print them as null, which reads as a missing value.
-  const text = typeof value === "number" && !Number.isFinite(value) ? String(value) : JSON.stringify(value) ?? String(value);
+  const finite = typeof value !== "number" || Number.isFinite(value);
+  const text = finite ? (JSON.stringify(value) ?? String(value)) : String(value);
   return text.length > 60 ? `${text.slice(0, 57)}...` : text;
 }
 
@@ -267,7 +272,9 @@ class Checker {
     const all = [...this.problems].sort((a, b) => lineOf(a) - lineOf(b));
     if (all.length <= MAX_PROBLEMS) return all;
 
-    const more = `${this.file}:${lineOf(all[MAX_PROBLEMS]!)}: ${all.length - MAX_PROBLEMS} more problems from this line on`;
+    const rest = all.length - MAX_PROBLEMS;
+    const from = lineOf(all[MAX_PROBLEMS]!);
+    const more = `${this.file}:${from}: ${rest} more problems from this line on`;
     return [...all.slice(0, MAX_PROBLEMS), more];
   }
 
@@ -475,13 +482,14 @@ function readTasks(c: Checker, raw: unknown, routing: Record<string, string>): R
   const tasks = dictionary<TaskDef>();
   const section = c.mapping(["tasks"], raw) ?? {};
 
+  // A set, not a scan of the routes per task: a file may define and route thousands of tasks.
+  const routed = new Set(Object.keys(routing).flatMap((key) => [key, shortTaskName(key)]));
   for (const [name, value] of Object.entries(section)) {
     const task = readTask(c, name, value);
     if (task) tasks[name] = task;
-    const routed = Object.keys(routing).some((key) => key === name || shortTaskName(key) === name);
-    if (!routed) {
+    if (!routed.has(name)) {
       c.fact(["tasks", name], "is not routed to any queue",
-        `add "${showKey(name)}: <queue>" under task_routing`);
+        `add ${showKey(name)}: <queue> under task_routing`);
     }
   }
 
@@ -596,7 +604,8 @@ function firstInvalidUtf8(bytes: Uint8Array): number {
   while (low < high) {
     const mid = (low + high) >> 1;
     try {
-      new TextDecoder("utf-8", { fatal: true }).decode(bytes.subarray(0, mid + 1), { stream: true });
+      const decoder = new TextDecoder("utf-8", { fatal: true });
+      decoder.decode(bytes.subarray(0, mid + 1), { stream: true });
       low = mid + 1;
     } catch {
       high = mid;
@@ -608,7 +617,7 @@ function firstInvalidUtf8(bytes: Uint8Array): number {
 /** The first collection nested deeper than MAX_DEPTH, as an offset; undefined when none is. */
 function tooDeep(tokens: CST.Token[]): number | undefined {
   // An explicit stack: the point is to measure depth without recursing that deep ourselves.
-  const stack: [CST.Token, number][] = tokens.map((token): [CST.Token, number] => [token, 0]).reverse();
+  const stack = tokens.map((token): [CST.Token, number] => [token, 0]).reverse();
 
   while (stack.length > 0) {
     const [token, depth] = stack.pop()!;
@@ -616,8 +625,8 @@ function tooDeep(tokens: CST.Token[]): number | undefined {
     if (!CST.isCollection(token)) continue;
     if (depth >= MAX_DEPTH) return token.offset;
 
-    const children = token.items.flatMap((item) => [item.key, item.value]).filter((t) => t !== undefined && t !== null);
-    for (const child of children.reverse()) stack.push([child as CST.Token, depth + 1]);
+    const children = token.items.flatMap((item) => [item.key, item.value]);
+    for (const child of children.reverse()) if (child) stack.push([child, depth + 1]);
   }
   return undefined;
 }
@@ -641,7 +650,8 @@ function composeQuietly(text: string, file: string, lines: LineCounter): Documen
 
   const deep = tooDeep(tokens);
   if (deep !== undefined) {
-    throw new ConfigError(file, [`${at(deep)} the YAML nests more than ${MAX_DEPTH} levels deep here`],
+    const problem = `${at(deep)} the YAML nests more than ${MAX_DEPTH} levels deep here`;
+    throw new ConfigError(file, [problem],
       "flatten the structure: a config needs only a few levels");
   }
 
@@ -653,9 +663,12 @@ function composeQuietly(text: string, file: string, lines: LineCounter): Documen
   const shown = doc!.errors.slice(0, MAX_SYNTAX_PROBLEMS);
   const rest = doc!.errors.slice(MAX_SYNTAX_PROBLEMS);
   const errors = shown.map((e) => `${at(e.pos[0])} invalid YAML: ${e.message.split("\n")[0]}`);
-  if (rest.length > 0) errors.push(`${at(rest[0]!.pos[0])} ${rest.length} more YAML errors from this line on`);
+  if (rest.length > 0) {
+    errors.push(`${at(rest[0]!.pos[0])} ${rest.length} more YAML errors from this line on`);
+  }
   if (second) {
-    errors.push(`${at(second.range?.[0] ?? 0)} a second YAML document starts here; a config is one document`);
+    const start = second.range?.[0] ?? 0;
+    errors.push(`${at(start)} a second YAML document starts here; a config is one document`);
   }
 
   if (errors.length > 0) throw new ConfigError(file, errors, "fix the YAML syntax at the lines shown");
@@ -679,7 +692,8 @@ function checkNodes(c: Checker, doc: Document): void {
 
     const offset = node.range?.[0] ?? 0;
     if (node.tag && !PLAIN_TAGS.has(node.tag)) {
-      c.node(offset, path, `has the YAML tag ${node.tag.replace("tag:yaml.org,2002:", "!!")}, which dtest does not read`,
+      const tag = node.tag.replace("tag:yaml.org,2002:", "!!");
+      c.node(offset, path, `has the YAML tag ${tag}, which dtest does not read`,
         "remove the tag and write a plain value");
     }
     if (node.anchor) anchors.set(node.anchor, "open");
@@ -702,7 +716,8 @@ function checkNodes(c: Checker, doc: Document): void {
     const size = anchors.get(source);
     const name = showKey(source);
     if (size === undefined) {
-      c.node(offset, path, `refers to *${name}, but no &${name} comes before it`, `define &${name} first, or fix the name`);
+      c.node(offset, path, `refers to *${name}, but no &${name} comes before it`,
+        `define &${name} first, or fix the name`);
       return 1;
     }
     if (size === "open") {
@@ -725,9 +740,11 @@ function checkNodes(c: Checker, doc: Document): void {
 /** What the YAML library read leniently (a flow list indented too little, say), as warnings. */
 function yamlWarnings(c: Checker, doc: Document): void {
   // Tag warnings are not repeated: checkNodes has refused every tag it does not read.
-  const lenient = doc.warnings.filter((w) => w.code !== "TAG_RESOLVE_FAILED" && w.code !== "BAD_COLLECTION_TYPE");
+  const tagCodes = ["TAG_RESOLVE_FAILED", "BAD_COLLECTION_TYPE"];
+  const lenient = doc.warnings.filter((w) => !tagCodes.includes(w.code));
   for (const warning of lenient.slice(0, MAX_SYNTAX_PROBLEMS)) {
-    c.warnings.push(`${c.file}:${c.lineAt(warning.pos[0])}: YAML: ${warning.message.split("\n")[0]}`);
+    const message = warning.message.split("\n")[0];
+    c.warnings.push(`${c.file}:${c.lineAt(warning.pos[0])}: YAML: ${message}`);
   }
 }
 
@@ -744,10 +761,10 @@ function checkUniqueKeys(c: Checker, map: YAMLMap, path: Path): void {
       seen.set(key, offset);
       continue;
     }
-    c.problems.push(
-      `${c.file}:${c.lineAt(offset)}: ${showPath([...path, key])} is already on line ${c.lineAt(first)} ` +
-        "(invalid YAML: Map keys must be unique); keep one of them",
-    );
+    const field = showPath([...path, key]);
+    const where = `${c.file}:${c.lineAt(offset)}`;
+    c.problems.push(`${where}: ${field} is already on line ${c.lineAt(first)} ` +
+      "(invalid YAML: Map keys must be unique); keep one of them");
   }
 }
 
@@ -767,8 +784,8 @@ export function parseConfig(text: string, file = DEFAULT_CONFIG_FILE): DtestConf
     // (which refuses a scalar anchor used more than 50 times) is not needed.
     raw = doc.toJS({ maxAliasCount: -1 });
   } catch (cause) {
-    throw new ConfigError(file, [`${file}:1: the YAML cannot be expanded: ${(cause as Error).message}`],
-      "write the values out instead of aliases (*name)");
+    const problem = `${file}:1: the YAML cannot be expanded: ${(cause as Error).message}`;
+    throw new ConfigError(file, [problem], "write the values out instead of aliases (*name)");
   }
 
   if (raw === null || typeof raw !== "object" || Array.isArray(raw)) {
