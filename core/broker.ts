@@ -9,7 +9,13 @@ import { readFileSync } from "node:fs";
 // Must load before amqplib: it swaps in a table decoder that survives headers amqplib
 // cannot read (see amqp-tables.ts).
 import "./amqp-tables.ts";
-import amqp, { type Channel, type ChannelModel, type RecoveringChannelModel } from "amqplib";
+import amqp, {
+  type Channel,
+  type ChannelModel,
+  type ConfirmChannel,
+  type ConsumeMessage,
+  type RecoveringChannelModel,
+} from "amqplib";
 
 import type { BrokerSettings } from "./config.ts";
 import { BrokerError, describeError, UsageError } from "./errors.ts";
@@ -217,6 +223,42 @@ export async function declareReplyQueue(channel: Channel, name: string): Promise
     autoDelete: false,
     arguments: { "x-expires": REPLY_QUEUE_EXPIRES_MS },
   });
+}
+
+export interface ReplyChannelOptions {
+  replyQueue: string;
+  /** Task queues to declare as Celery's client does, so tasks wait even if a worker restarts. */
+  taskQueues: string[];
+  /** Unacknowledged replies the broker may send ahead. */
+  prefetch: number;
+  onReply: (channel: ConfirmChannel, message: ConsumeMessage) => void;
+  /** Called when this channel closes (a reconnect opens another). */
+  onClose: (channel: ConfirmChannel) => void;
+  logger: Logger;
+}
+
+/** The sending side's channel: confirms on, reply queue declared and consumed. */
+export async function openReplyChannel(model: ChannelModel, options: ReplyChannelOptions): Promise<ConfirmChannel> {
+  const channel = await model.createConfirmChannel();
+  channel.on("error", (err: Error) => options.logger.warn(`channel error: ${err.message}`));
+  channel.on("handler-error", (err: Error, event: string) =>
+    options.logger.error(`a channel "${event}" listener threw: ${describeError(err)}`));
+  channel.on("close", () => options.onClose(channel));
+
+  await declareReplyQueue(channel, options.replyQueue);
+  for (const queue of options.taskQueues) await declareTaskQueue(channel, queue);
+  await channel.prefetch(options.prefetch);
+  await channel.consume(options.replyQueue, (msg) => msg && options.onReply(channel, msg));
+  return channel;
+}
+
+/** Deletes a run's reply queue; if that fails it expires by itself (x-expires). */
+export async function removeReplyQueue(channel: Channel | undefined, name: string, logger: Logger): Promise<void> {
+  try {
+    await channel?.deleteQueue(name);
+  } catch (err) {
+    logger.debug(`reply queue ${name} not deleted: ${(err as Error).message}`);
+  }
 }
 
 /** A fresh reply queue name for one dispatcher run. */

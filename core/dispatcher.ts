@@ -7,9 +7,9 @@ import type { ChannelModel, ConfirmChannel, ConsumeMessage } from "amqplib";
 
 import {
   connectBroker,
-  declareReplyQueue,
-  declareTaskQueue,
   describeConsumers,
+  openReplyChannel,
+  removeReplyQueue,
   replyQueueName,
   waitForWorkers,
   type Broker,
@@ -89,19 +89,16 @@ class Dispatch {
 
   /** Runs on every (re)connect: reply queue, reply consumer, and any unconfirmed publishes. */
   private async openChannel(model: ChannelModel): Promise<void> {
-    const channel = await model.createConfirmChannel();
-    channel.on("error", (err: Error) => this.log.warn(`channel error: ${err.message}`));
-    channel.on("close", () => {
-      if (this.channel === channel) this.channel = undefined;
+    this.channel = await openReplyChannel(model, {
+      replyQueue: this.replyQueue,
+      taskQueues: scenarioQueues(this.options.config),
+      prefetch: 1000,
+      onReply: (channel, msg) => this.onReply(channel, msg),
+      onClose: (channel) => {
+        if (this.channel === channel) this.channel = undefined;
+      },
+      logger: this.log,
     });
-    channel.on("handler-error", (err: Error, event: string) => this.log.error(`"${event}" listener threw: ${err.message}`));
-
-    await declareReplyQueue(channel, this.replyQueue);
-    // Declared as Celery's client does, so tasks wait in their queue even if a worker restarts.
-    for (const queue of scenarioQueues(this.options.config)) await declareTaskQueue(channel, queue);
-    await channel.prefetch(1000);
-    await channel.consume(this.replyQueue, (msg) => msg && this.onReply(channel, msg));
-    this.channel = channel;
 
     for (const entry of this.pending.values()) {
       if (!entry.confirmed) this.publish(entry);
@@ -235,12 +232,7 @@ class Dispatch {
   }
 
   private async cleanup(): Promise<void> {
-    try {
-      await this.channel?.deleteQueue(this.replyQueue);
-    } catch (err) {
-      // It expires by itself (x-expires) if it cannot be removed now.
-      this.log.debug(`reply queue not deleted: ${(err as Error).message}`);
-    }
+    await removeReplyQueue(this.channel, this.replyQueue, this.log);
     await this.broker?.close();
   }
 }

@@ -8,9 +8,9 @@ import type { ChannelModel, ConfirmChannel, ConsumeMessage } from "amqplib";
 
 import {
   connectBroker,
-  declareReplyQueue,
-  declareTaskQueue,
   inspectQueues,
+  openReplyChannel,
+  removeReplyQueue,
   replyQueueName,
   waitForWorkers,
   type Broker,
@@ -146,16 +146,16 @@ class LoadTest {
 
   /** Runs on every (re)connect; resends what the broker never confirmed. */
   private async openChannel(model: ChannelModel): Promise<void> {
-    const channel = await model.createConfirmChannel();
-    channel.on("error", (err: Error) => this.log.warn(`channel error: ${err.message}`));
-    channel.on("close", () => {
-      if (this.channel === channel) this.channel = undefined;
+    this.channel = await openReplyChannel(model, {
+      replyQueue: this.replyQueue,
+      taskQueues: [...new Set(this.names.map((n) => this.options.config.routing[n]!))],
+      prefetch: 5000,
+      onReply: (channel, msg) => this.onReply(channel, msg),
+      onClose: (channel) => {
+        if (this.channel === channel) this.channel = undefined;
+      },
+      logger: this.log,
     });
-    await declareReplyQueue(channel, this.replyQueue);
-    for (const queue of new Set(Object.values(this.options.config.routing))) await declareTaskQueue(channel, queue);
-    await channel.prefetch(5000);
-    await channel.consume(this.replyQueue, (msg) => msg && this.onReply(channel, msg));
-    this.channel = channel;
     this.unacked = undefined;
     this.unackedCount = 0;
 
@@ -355,12 +355,7 @@ class LoadTest {
   }
 
   private async cleanup(): Promise<void> {
-    try {
-      await this.channel?.deleteQueue(this.replyQueue);
-    } catch (err) {
-      // It expires by itself (x-expires) if it cannot be removed now.
-      this.log.debug(`reply queue not deleted: ${(err as Error).message}`);
-    }
+    await removeReplyQueue(this.channel, this.replyQueue, this.log);
     await this.broker?.close();
   }
 }

@@ -4,10 +4,10 @@
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
 
-import type { Channel, ChannelModel, GetMessage } from "amqplib";
+import type { Channel, ChannelModel } from "amqplib";
 
 import { encodeTask, newTask } from "../core/protocol.ts";
-import { connectTestBroker, deleteQueues, requireBinary, run, startWorker, stopAll, tempDir, uniqueName, writeConfig } from "./helpers.ts";
+import { connectTestBroker, deleteQueues, nextMessage, requireBinary, run, startWorker, stopAll, tempDir, uniqueName, writeConfig } from "./helpers.ts";
 
 let conn: ChannelModel;
 let ch: Channel;
@@ -26,15 +26,7 @@ afterAll(async () => {
   await conn.close();
 });
 
-async function next(queue: string, ms = 5000): Promise<GetMessage> {
-  const deadline = Date.now() + ms;
-  while (Date.now() < deadline) {
-    const msg = await ch.get(queue, { noAck: true });
-    if (msg) return msg;
-    await Bun.sleep(20);
-  }
-  throw new Error(`nothing arrived on ${queue} within ${ms} ms`);
-}
+const next = (queue: string, ms?: number) => nextMessage(ch, queue, ms);
 
 test("a task refused for a missing route is listed with its reason and runs once requeued after the fix", async () => {
   const dir = tempDir();

@@ -6,7 +6,7 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 
-import amqp, { type ChannelModel } from "amqplib";
+import amqp, { type Channel, type ChannelModel, type GetMessage } from "amqplib";
 import type { Subprocess } from "bun";
 
 export const BROKER_URL = process.env.AMQP_URL ?? "amqp://guest:guest@127.0.0.1:5672";
@@ -125,4 +125,15 @@ export async function deleteQueues(conn: ChannelModel, names: string[]): Promise
     await ch.deleteExchange(name);
   }
   await ch.close();
+}
+
+/** Polls `queue` until a message arrives (acked on receipt); throws after `ms`. */
+export async function nextMessage(channel: Channel, queue: string, ms = 5000): Promise<GetMessage> {
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    const msg = await channel.get(queue, { noAck: true });
+    if (msg) return msg;
+    await Bun.sleep(20);
+  }
+  throw new Error(`nothing arrived on ${queue} within ${ms} ms`);
 }

@@ -6,13 +6,14 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 
-import type { Channel, ChannelModel, GetMessage } from "amqplib";
+import type { Channel, ChannelModel } from "amqplib";
 
 import { encodeTask, newTask, tagIntegers } from "../core/protocol.ts";
 import {
   BROKER_URL,
   connectTestBroker,
   deleteQueues,
+  nextMessage,
   requireBinary,
   startWorker,
   stopAll,
@@ -46,15 +47,7 @@ afterAll(async () => {
   await conn.close();
 });
 
-async function next(queue: string, ms = 5000): Promise<GetMessage> {
-  const deadline = Date.now() + ms;
-  while (Date.now() < deadline) {
-    const msg = await ch.get(queue, { noAck: true });
-    if (msg) return msg;
-    await Bun.sleep(20);
-  }
-  throw new Error(`nothing arrived on ${queue} within ${ms} ms`);
-}
+const next = (queue: string, ms?: number) => nextMessage(ch, queue, ms);
 
 function send(body: Buffer | string, headers: Record<string, unknown>, props: Record<string, unknown> = {}) {
   const id = typeof headers.id === "string" ? headers.id : crypto.randomUUID();

@@ -6,12 +6,13 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 
-import type { Channel, ChannelModel, GetMessage } from "amqplib";
+import type { Channel, ChannelModel } from "amqplib";
 
 import { encodeTask, newTask, tagIntegers } from "../core/protocol.ts";
 import {
   connectTestBroker,
   deleteQueues,
+  nextMessage,
   requireBinary,
   startWorker,
   stopAll,
@@ -48,16 +49,7 @@ afterAll(async () => {
   await conn.close();
 });
 
-/** Polls a queue until a message arrives. */
-async function next(queue: string, ms = 5000): Promise<GetMessage> {
-  const deadline = Date.now() + ms;
-  while (Date.now() < deadline) {
-    const msg = await ch.get(queue, { noAck: true });
-    if (msg) return msg;
-    await Bun.sleep(20);
-  }
-  throw new Error(`nothing arrived on ${queue} within ${ms} ms`);
-}
+const next = (queue: string, ms?: number) => nextMessage(ch, queue, ms);
 
 function fixture(name: string) {
   return JSON.parse(readFileSync(join(import.meta.dir, "fixtures/celery", name), "utf8"));
