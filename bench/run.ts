@@ -22,7 +22,7 @@ import type { ChannelModel } from "amqplib";
 import { brokerUrl, connect, Leftovers, mask, RUN_ID } from "./lib/broker.ts";
 import type { Context, Settings } from "./lib/context.ts";
 import { requireBinary, Workdir } from "./lib/dtest.ts";
-import { busyPercent } from "./lib/machine.ts";
+import { busyPercent, watchCpu } from "./lib/machine.ts";
 import { Pools } from "./lib/pools.ts";
 import { renderTable, type Figure } from "./lib/report.ts";
 import { measureDispatch } from "./parts/dispatch.ts";
@@ -34,8 +34,8 @@ import { measureScaling } from "./parts/scaling.ts";
 import { measureThroughput } from "./parts/throughput.ts";
 import { measureWorkerStart } from "./parts/worker-start.ts";
 
-/** Above this share of CPU in use before the run, the report warns that figures will be noisy. */
-const BUSY_WARNING_PERCENT = 15;
+/** Above this share of CPU used by others, the report warns that the figures are noisy. */
+const BUSY_WARNING_PERCENT = 10;
 
 const PARTS = [
   "floor", "noop", "latency", "dispatch", "help", "worker-start", "dispatcher-rss", "scaling",
@@ -173,12 +173,14 @@ async function main(): Promise<void> {
 
   const started = new Date();
   ctx.log(`run ${RUN_ID} against ${mask(url)} (RabbitMQ ${server?.version ?? "?"})`);
-  const busy = await busyPercent();
+  const before = await busyPercent();
   try {
+    const cpu = watchCpu();
     const figures = await measure(ctx, options.parts);
-    print(ctx, figures, busy);
+    const load = { before, ...cpu.stop() };
+    print(ctx, figures, load);
     const rabbitmq = server?.version;
-    if (options.json) save(options.json, { ctx, figures, started, busy, rabbitmq });
+    if (options.json) save(options.json, { ctx, figures, started, load, rabbitmq });
     process.exitCode = figures.some((f) => f.verdict === "MISS") ? 1 : 0;
   } finally {
     await tidy(ctx);
@@ -211,11 +213,19 @@ async function tidy(ctx: Context): Promise<void> {
   }
 }
 
-function print(ctx: Context, figures: Figure[], busy: number): void {
+/** CPU shares in percent: all CPUs busy before the run, during it, and with others' work. */
+interface Load {
+  before: number;
+  busyPercent: number;
+  othersPercent: number;
+}
+
+function print(ctx: Context, figures: Figure[], load: Load): void {
   const { settings: s } = ctx;
-  const busyText = `${busy.toFixed(0)}%`;
-  const warning = busy > BUSY_WARNING_PERCENT
-    ? [`warning: ${busyText} of the CPUs were busy before the run; other work skews these figures`]
+  const pct = (n: number) => `${n.toFixed(0)}%`;
+  const noisy = Math.max(load.before, load.othersPercent) > BUSY_WARNING_PERCENT;
+  const warning = noisy
+    ? ["warning: other processes used the CPUs while the bench ran; these figures are skewed"]
     : [];
   const memory = `${(totalmem() / 2 ** 30).toFixed(0)} GiB`;
   const machine = `${availableParallelism()} CPUs, ${memory}, Bun ${Bun.version}`;
@@ -223,7 +233,8 @@ function print(ctx: Context, figures: Figure[], busy: number): void {
   const lines = [
     "",
     `dtest bench ${RUN_ID}${s.quick ? " (quick)" : ""}: ${machine}; ${sizes}`,
-    `CPU busy before start: ${busyText}`,
+    `CPU busy: ${pct(load.before)} before the run, ${pct(load.busyPercent)} during it, of which ` +
+      `${pct(load.othersPercent)} by processes other than the bench's and RabbitMQ`,
     ...warning,
     "",
     ...renderTable(figures),
@@ -236,7 +247,7 @@ interface SavedRun {
   ctx: Context;
   figures: Figure[];
   started: Date;
-  busy: number;
+  load: Load;
   rabbitmq?: string;
 }
 
@@ -251,7 +262,9 @@ function save(file: string, run: SavedRun): void {
       memory_gib: totalmem() / 2 ** 30,
       bun: Bun.version,
       rabbitmq: run.rabbitmq,
-      cpu_busy_before_percent: run.busy,
+      cpu_busy_before_percent: run.load.before,
+      cpu_busy_during_percent: run.load.busyPercent,
+      cpu_used_by_others_percent: run.load.othersPercent,
     },
     settings: run.ctx.settings,
     figures: run.figures,

@@ -1,5 +1,8 @@
-/** How busy the machine is, from /proc/stat: figures taken beside other work are noisy. */
-import { readFileSync } from "node:fs";
+/**
+ * How busy the machine is, from /proc: figures taken beside other work are noisy, so the
+ * bench reports how much CPU went to processes that are neither its own nor the broker.
+ */
+import { readdirSync, readFileSync } from "node:fs";
 
 function cpuTicks(): { busy: number; total: number } {
   const line = readFileSync("/proc/stat", "utf8").split("\n", 1)[0]!;
@@ -8,6 +11,74 @@ function cpuTicks(): { busy: number; total: number } {
   const idle = (ticks[3] ?? 0) + (ticks[4] ?? 0);
   const total = ticks.reduce((sum, t) => sum + t, 0);
   return { busy: total - idle, total };
+}
+
+/**
+ * utime + stime of a process, plus cutime + cstime (children it has waited for) when asked;
+ * clock ticks, the unit of /proc/stat. 0 when the process is gone.
+ */
+function processTicks(pid: number | "self", withChildren: boolean): number {
+  let stat: string;
+  try {
+    stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  } catch {
+    // The broker restarted or the process exited; its share is unknown, not an error.
+    return 0;
+  }
+  // The command name can hold spaces and parentheses; fields are counted after the last ')'.
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ").map(Number);
+  const own = fields[11]! + fields[12]!;
+  return withChildren ? own + fields[13]! + fields[14]! : own;
+}
+
+function brokerPids(): number[] {
+  const pids: number[] = [];
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const name = readFileSync(`/proc/${entry}/comm`, "utf8").trim();
+      if (name === "beam.smp") pids.push(Number(entry));
+    } catch {
+      // Exited while the list was read.
+    }
+  }
+  return pids;
+}
+
+interface Snapshot {
+  busy: number;
+  total: number;
+  ours: number;
+}
+
+function snapshot(brokers: number[]): Snapshot {
+  const { busy, total } = cpuTicks();
+  const broker = brokers.reduce((sum, pid) => sum + processTicks(pid, false), 0);
+  return { busy, total, ours: processTicks("self", true) + broker };
+}
+
+export interface CpuWatch {
+  /** Percent of all CPUs busy, and busy with processes that are neither ours nor the broker. */
+  stop(): { busyPercent: number; othersPercent: number };
+}
+
+/**
+ * Starts counting CPU time. "Ours" is this process, the children it has reaped (every worker
+ * and client it started) and RabbitMQ; the broker also serves whoever else uses it, so other
+ * work on the same broker is counted as ours and this figure can only understate the noise.
+ */
+export function watchCpu(): CpuWatch {
+  const brokers = brokerPids();
+  const start = snapshot(brokers);
+  return {
+    stop() {
+      const end = snapshot(brokers);
+      const total = end.total - start.total || 1;
+      const busy = end.busy - start.busy;
+      const others = Math.max(0, busy - (end.ours - start.ours));
+      return { busyPercent: (100 * busy) / total, othersPercent: (100 * others) / total };
+    },
+  };
 }
 
 /** Share of all CPUs busy over the next `ms`, in percent. */
