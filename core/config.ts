@@ -833,14 +833,32 @@ export async function loadConfig(file = DEFAULT_CONFIG_FILE): Promise<DtestConfi
  * Finds a task by the name a message carries. Routing keys may be plain (`task_a`) or Celery's
  * dotted names (`celery_app.task_a`); either matches a message sent under either form.
  */
-export function findRoute(config: DtestConfig, name: string): { key: string; queue: string; def?: TaskDef } | undefined {
+export function findRoute(config: DtestConfig, name: string): Route | undefined {
+  let cache = routeCache.get(config);
+  if (!cache) routeCache.set(config, (cache = new Map()));
+  if (cache.has(name)) return cache.get(name);
+
+  const own = (table: object, key: string) => Object.hasOwn(table, key);
   const short = shortTaskName(name);
-  const key = name in config.routing ? name
-    : short in config.routing ? short
+  const key = own(config.routing, name) ? name
+    : own(config.routing, short) ? short
     : Object.keys(config.routing).find((k) => shortTaskName(k) === short);
-  if (key === undefined) return undefined;
-  return { key, queue: config.routing[key]!, def: config.tasks[key] ?? config.tasks[shortTaskName(key)] };
+  const def = key === undefined ? undefined
+    : own(config.tasks, key) ? config.tasks[key]
+    : own(config.tasks, shortTaskName(key)) ? config.tasks[shortTaskName(key)] : undefined;
+  const route = key === undefined ? undefined : { key, queue: config.routing[key]!, def };
+  cache.set(name, route);
+  return route;
 }
+
+export interface Route {
+  key: string;
+  queue: string;
+  def?: TaskDef;
+}
+
+/** Workers look a route up for every message; the answer for a name never changes. */
+const routeCache = new WeakMap<DtestConfig, Map<string, Route | undefined>>();
 
 /** Tasks routed to `queue` that this config does not define. */
 export function undefinedTasks(config: DtestConfig, queue: string): string[] {
