@@ -4,6 +4,8 @@
  */
 import { readFileSync } from "node:fs";
 
+import type { ChannelModel } from "amqplib";
+
 import { RUN_ID } from "./broker.ts";
 import type { Context } from "./context.ts";
 import { BIN, forgetQueueLater, startWorkers, stopAll } from "./dtest.ts";
@@ -34,6 +36,8 @@ export interface LoadTestRun {
   dispatcherRssMb: number;
   /** Largest VmRSS of any worker during the run, MB. */
   workerRssMb: number;
+  /** Most tasks seen waiting in the queue at once, when asked to watch. */
+  peakQueued?: number;
 }
 
 let available: boolean | undefined;
@@ -93,6 +97,8 @@ export interface LoadTestArgs {
   label: string;
   /** Sample the memory of the load-test process and the workers (default true). */
   sampleMemory?: boolean;
+  /** Poll the task queue's depth, to show how many tasks were really waiting at once. */
+  watchBacklog?: boolean;
 }
 
 /** Runs one load test against `fleet`; throws when dtest fails or its report is incomplete. */
@@ -109,10 +115,12 @@ export async function runLoadTest(
   // Reading /proc every 25 ms costs a little CPU; latency runs skip it so it cannot add jitter.
   const sample = args.sampleMemory ?? true;
   const workerRss = sample ? sampleRss(() => fleet.workers.map((w) => w.pid)) : undefined;
+  const backlog = args.watchBacklog ? await watchBacklog(ctx.model, fleet.queue) : undefined;
   const child = spawnChild(argv);
   const dispatcherRss = sample ? sampleRss(() => [child.pid]) : undefined;
   await child.proc.exited;
   const wallMs = performance.now() - child.startedAt;
+  const peakQueued = await backlog?.stop();
   const memory = {
     dispatcherRssMb: dispatcherRss?.stop().maxRssMb ?? Number.NaN,
     workerRssMb: workerRss?.stop().maxRssMb ?? Number.NaN,
@@ -127,7 +135,33 @@ export async function runLoadTest(
     const command = argv.join(" ");
     throw new Error(`${command} exited with ${code} and wrote no version 1 report:\n${output}`);
   }
-  return { report, exitCode: code, wallMs, ...memory };
+  return { report, exitCode: code, wallMs, peakQueued, ...memory };
+}
+
+/** Polls a queue's ready count every 200 ms; `stop()` returns the largest seen. */
+async function watchBacklog(model: ChannelModel, queue: string) {
+  const channel = await model.createChannel();
+  channel.on("error", () => {
+    // A failed poll also rejects its checkQueue, which is handled below.
+  });
+  let peak = 0;
+  let failure: Error | undefined;
+  let polling = Promise.resolve();
+  const poll = () => {
+    polling = channel.checkQueue(queue)
+      .then((ok) => void (peak = Math.max(peak, ok.messageCount)))
+      .catch((err: Error) => void (failure ??= err));
+  };
+  const timer = setInterval(poll, 200);
+  return {
+    async stop(): Promise<number> {
+      clearInterval(timer);
+      await polling;
+      if (failure) throw new Error(`could not watch ${queue}: ${failure.message}`);
+      await channel.close();
+      return peak;
+    },
+  };
 }
 
 function readReport(file: string): LoadTestReport | undefined {

@@ -14,16 +14,23 @@ export async function measureDispatcherRss(ctx: Context, pools: Pools): Promise<
   if (!(await hasLoadTest())) return [figure({ ...base, value: null, noVerdict: NO_LOAD_TEST })];
 
   ctx.log(`dispatcher memory: load-test of ${tasks} no-op tasks, all sent at once`);
-  const run = await runLoadTest(ctx, await pools.noop(), { tasks, label: "inflight" });
+  const args = { tasks, label: "inflight", watchBacklog: true };
+  const run = await runLoadTest(ctx, await pools.noop(), args);
   const { report } = run;
   return [figure({
     ...base,
     value: run.dispatcherRssMb,
     target: { op: "<=", value: 300 },
-    detail: "max VmRSS of the load-test process, sampled every 25 ms; " +
+    detail: "max VmRSS of the load-test process, sampled every 25 ms; at most " +
+      `${show(run.peakQueued ?? null)} tasks waited in the queue at once (polled every 200 ms); ` +
       `${show(report.throughput_per_second)} tasks/s, ${unsound(report, tasks)} not succeeded ` +
       `once; workers peaked at ${run.workerRssMb.toFixed(0)} MB`,
     noVerdict: tasks < TARGET_TASKS ? `the target is for ${show(TARGET_TASKS)} tasks` : undefined,
-    data: { report, wall_ms: run.wallMs, worker_rss_mb: run.workerRssMb },
+    data: {
+      report,
+      wall_ms: run.wallMs,
+      worker_rss_mb: run.workerRssMb,
+      peak_queued: run.peakQueued,
+    },
   })];
 }
