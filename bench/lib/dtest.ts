@@ -73,8 +73,8 @@ function renderConfig(tasks: Record<string, TaskSpec>, description: string): str
   ].join("\n");
 }
 
-/** Records what a dtest worker declares for `queue`: the queue, its exchange, its dead letters. */
-export function forgetQueueLater(leftovers: Leftovers, queue: string): void {
+/** Marks what a dtest worker declares for `queue` for removal: queue, exchange, dead letters. */
+export function removeAfterRun(leftovers: Leftovers, queue: string): void {
   leftovers.queue(queue, `${queue}.dead`);
   leftovers.exchange(queue);
 }

@@ -8,7 +8,7 @@ import type { ChannelModel } from "amqplib";
 
 import { RUN_ID } from "./broker.ts";
 import type { Context } from "./context.ts";
-import { BIN, forgetQueueLater, startWorkers, stopAll } from "./dtest.ts";
+import { BIN, removeAfterRun, startWorkers, stopAll } from "./dtest.ts";
 import { runTimed, sampleRss, spawnChild, type Child } from "./proc.ts";
 
 /** The JSON `dtest load-test --json FILE` writes (version 1); fields the bench reads. */
@@ -74,7 +74,7 @@ export interface FleetSpec {
 export async function startFleet(ctx: Context, spec: FleetSpec): Promise<Fleet> {
   const queue = `bench_${RUN_ID}_${spec.label}`;
   const task = `bench_${spec.label}`;
-  forgetQueueLater(ctx.leftovers, queue);
+  removeAfterRun(ctx.leftovers, queue);
   const def = { queue, kind: spec.kind, duration: spec.duration };
   const config = ctx.workdir.config(spec.label, { [task]: def });
   const start = { url: ctx.url, config, queue, concurrency: spec.concurrency };

@@ -4,7 +4,7 @@
  */
 import { runName } from "../lib/broker.ts";
 import type { Context } from "../lib/context.ts";
-import { BIN, forgetQueueLater, startWorkers, stopAll } from "../lib/dtest.ts";
+import { BIN, removeAfterRun, startWorkers, stopAll } from "../lib/dtest.ts";
 import { runTimed, type Child } from "../lib/proc.ts";
 import { figure, type Figure } from "../lib/report.ts";
 import { median } from "../lib/stats.ts";
@@ -23,8 +23,8 @@ interface DispatchRun {
 export async function measureDispatch(ctx: Context): Promise<Figure[]> {
   const queueA = runName("queue_a");
   const queueB = runName("queue_b");
-  forgetQueueLater(ctx.leftovers, queueA);
-  forgetQueueLater(ctx.leftovers, queueB);
+  removeAfterRun(ctx.leftovers, queueA);
+  removeAfterRun(ctx.leftovers, queueB);
   const config = ctx.workdir.config("seed", {
     task_a: { queue: queueA, kind: "hello", message: "Hello from Task A", duration: 0.1 },
     task_b: { queue: queueB, kind: "hello", message: "Hello from Task B", duration: 0.2 },

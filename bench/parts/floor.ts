@@ -59,7 +59,12 @@ export async function startFloor(setup: FloorSetup): Promise<FloorSession> {
       "--queue", queue, "--prefetch", String(setup.prefetch)];
     workers.push(spawnChild(argv));
   }
-  await Promise.all(workers.map((w) => w.waitForStderr(`consuming ${queue}`)));
+  try {
+    await Promise.all(workers.map((w) => w.waitForStderr(`consuming ${queue}`)));
+  } catch (err) {
+    await Promise.all(workers.map((w) => w.stop()));
+    throw err;
+  }
 
   return {
     workers,

@@ -1,14 +1,14 @@
 /** Worker start: from spawning `./dtest worker` to its `consuming <queue>` line on stderr. */
 import { runName } from "../lib/broker.ts";
 import type { Context } from "../lib/context.ts";
-import { forgetQueueLater, spawnWorker } from "../lib/dtest.ts";
+import { removeAfterRun, spawnWorker } from "../lib/dtest.ts";
 import { figure, type Figure } from "../lib/report.ts";
 import { median } from "../lib/stats.ts";
 
 export async function measureWorkerStart(ctx: Context): Promise<Figure[]> {
   const runs = ctx.settings.startRuns;
   const queue = runName("start");
-  forgetQueueLater(ctx.leftovers, queue);
+  removeAfterRun(ctx.leftovers, queue);
   const config = ctx.workdir.config("start", { bench_start: { queue, kind: "noop" } });
   ctx.log(`worker start: ./dtest worker --queue ${queue} x${runs}`);
   const ms: number[] = [];
