@@ -18,7 +18,7 @@ import {
 import { scenarioQueues, type DtestConfig } from "./config.ts";
 import { EXIT } from "./errors.ts";
 import type { Logger } from "./log.ts";
-import { decodeResult, encodeTask, newTask, ProtocolError, type TaskMessage } from "./protocol.ts";
+import { decodeResult, encodeTask, newTask, ProtocolError, WANT_RUN_INFO, type TaskMessage } from "./protocol.ts";
 import { applyReply, recordLabel, renderResults, renderTotals, totals, type RunTotals, type TaskRecord } from "./results.ts";
 
 export interface DispatchOptions {
@@ -128,7 +128,10 @@ class Dispatch {
       for (let i = 0; i < entry.count; i++) {
         const index = (perTask.get(entry.task) ?? 0) + 1;
         perTask.set(entry.task, index);
-        const task = newTask({ name: entry.task, args: entry.args, kwargs: entry.kwargs, replyTo: this.replyQueue });
+        const task = newTask({
+          name: entry.task, args: entry.args, kwargs: entry.kwargs, replyTo: this.replyQueue,
+          extraHeaders: { [WANT_RUN_INFO]: true },
+        });
         const record: TaskRecord = {
           id: task.id, task: entry.task, queue: config.routing[entry.task]!, index, of: totalOf.get(entry.task)!,
           sentAt: 0, status: "PENDING", retries: 0, duplicates: 0,

@@ -308,6 +308,12 @@ export function exceptionInfo(type: string, message: string | unknown[], module 
   return { exc_type: type, exc_message: Array.isArray(message) ? message : [message], exc_module: module };
 }
 
+/**
+ * A task header asking the worker to say who ran it and when: the reply headers below. Only
+ * `dispatch` asks, for its reports; load tests skip the cost of encoding and reading them.
+ */
+export const WANT_RUN_INFO = "dtest-run-info";
+
 /** Reply headers a dtest worker adds: its name and when the run started and finished (ISO). */
 export const REPLY_HEADERS = {
   worker: "dtest-worker",

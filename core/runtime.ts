@@ -29,6 +29,7 @@ import {
   ProtocolError,
   REPLY_HEADERS,
   reprArgs,
+  WANT_RUN_INFO,
   retryOf,
   shortTaskName,
   tagIntegers,
@@ -396,10 +397,12 @@ class Worker {
     const encoded = encodeResult({ task_id: task.id, children: [], ...fields });
     // Who ran the task and when, for timelines; Celery clients ignore reply headers.
     const timing = this.timing.get(task.id);
-    encoded.options.headers = {
-      [REPLY_HEADERS.worker]: this.options.name,
-      ...(timing && { [REPLY_HEADERS.started]: timing.startedAt, [REPLY_HEADERS.finished]: timing.finishedAt }),
-    };
+    if (task.extraHeaders[WANT_RUN_INFO]) {
+      encoded.options.headers = {
+        [REPLY_HEADERS.worker]: this.options.name,
+        ...(timing && { [REPLY_HEADERS.started]: timing.startedAt, [REPLY_HEADERS.finished]: timing.finishedAt }),
+      };
+    }
     await publishConfirmed(this.channel, task.replyTo, encoded);
   }
 
