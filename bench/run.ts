@@ -38,7 +38,14 @@ import { measureWorkerStart } from "./parts/worker-start.ts";
 const BUSY_WARNING_PERCENT = 10;
 
 const PARTS = [
-  "floor", "noop", "latency", "dispatch", "help", "worker-start", "dispatcher-rss", "scaling",
+  "floor",
+  "noop",
+  "latency",
+  "dispatch",
+  "help",
+  "worker-start",
+  "dispatcher-rss",
+  "scaling",
 ];
 /** Parts run only when --only names them. */
 const EXTRA_PARTS = ["floor-sweep"];
@@ -112,7 +119,10 @@ function whole(flag: string, value: string | undefined, fallback: number): numbe
 function chooseParts(only: string | undefined): Set<string> {
   if (!only) return new Set(PARTS);
 
-  const parts = only.split(",").map((p) => p.trim()).filter(Boolean);
+  const parts = only
+    .split(",")
+    .map((p) => p.trim())
+    .filter(Boolean);
   const unknown = parts.filter((p) => !ALL_PARTS.includes(p));
   if (unknown.length > 0) {
     fail(`--only: unknown part ${unknown.join(", ")}; choose from ${ALL_PARTS.join(", ")}`);
@@ -134,17 +144,17 @@ async function measure(ctx: Context, parts: Set<string>): Promise<Figure[]> {
   const figures: Figure[] = [];
 
   try {
-    if (parts.has("help")) figures.push(...await measureHelp(ctx));
-    if (parts.has("worker-start")) figures.push(...await measureWorkerStart(ctx));
-    if (parts.has("dispatch")) figures.push(...await measureDispatch(ctx));
-    if (parts.has("latency")) figures.push(...await measureLatency(ctx, pools));
+    if (parts.has("help")) figures.push(...(await measureHelp(ctx)));
+    if (parts.has("worker-start")) figures.push(...(await measureWorkerStart(ctx)));
+    if (parts.has("dispatch")) figures.push(...(await measureDispatch(ctx)));
+    if (parts.has("latency")) figures.push(...(await measureLatency(ctx, pools)));
     if (parts.has("floor") || parts.has("noop")) {
       const plan = { floor: parts.has("floor"), noop: parts.has("noop"), pools };
-      figures.push(...await measureThroughput(ctx, plan));
+      figures.push(...(await measureThroughput(ctx, plan)));
     }
-    if (parts.has("dispatcher-rss")) figures.push(...await measureDispatcherRss(ctx, pools));
-    if (parts.has("scaling")) figures.push(...await measureScaling(ctx));
-    if (parts.has("floor-sweep")) figures.push(...await measureFloorSweep(ctx));
+    if (parts.has("dispatcher-rss")) figures.push(...(await measureDispatcherRss(ctx, pools)));
+    if (parts.has("scaling")) figures.push(...(await measureScaling(ctx)));
+    if (parts.has("floor-sweep")) figures.push(...(await measureFloorSweep(ctx)));
   } finally {
     await pools.stop();
   }

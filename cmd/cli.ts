@@ -27,8 +27,21 @@ import worker from "./worker.ts";
 const VERSION = "0.1.0";
 
 const main = defineCommand({
-  meta: { name: "dtest", version: VERSION, description: "Distributed test dispatch over RabbitMQ (Celery protocol v2)" },
-  subCommands: { dispatch, worker, "load-test": loadTest, scale, status, monitor, "dead-letters": deadLetters, report },
+  meta: {
+    name: "dtest",
+    version: VERSION,
+    description: "Distributed test dispatch over RabbitMQ (Celery protocol v2)",
+  },
+  subCommands: {
+    dispatch,
+    worker,
+    "load-test": loadTest,
+    scale,
+    status,
+    monitor,
+    "dead-letters": deadLetters,
+    report,
+  },
 });
 
 /** Finds the (possibly nested) subcommand the arguments name, for usage output. */

@@ -22,8 +22,14 @@ import { checkFlags, guard, parseSeconds, selfCommand, sharedArgs, startRun } fr
 const args = {
   ...sharedArgs,
   timeout: { type: "string", description: "Seconds to wait for all results (default 300)" },
-  "wait-workers": { type: "string", description: "Seconds to wait for a worker on each queue (default 5)" },
-  "spawn-workers": { type: "boolean", description: "Start one local worker per needed queue, then stop them" },
+  "wait-workers": {
+    type: "string",
+    description: "Seconds to wait for a worker on each queue (default 5)",
+  },
+  "spawn-workers": {
+    type: "boolean",
+    description: "Start one local worker per needed queue, then stop them",
+  },
   json: { type: "string", description: "Write the run as JSON (schema dtest.run/1) to this file" },
   junit: { type: "string", description: "Write JUnit XML, one testcase per task, to this file" },
   summary: { type: "string", description: "Write a Markdown summary ($GITHUB_STEP_SUMMARY) here" },
@@ -86,7 +92,11 @@ export default defineCommand({
       const paths = reportPaths(values);
       const config = await loadConfig(values.config);
       const timeout = parseSeconds("timeout", values.timeout, 300);
-      const workerWait = parseSeconds("wait-workers", values["wait-workers"], values["spawn-workers"] ? 15 : 5);
+      const workerWait = parseSeconds(
+        "wait-workers",
+        values["wait-workers"],
+        values["spawn-workers"] ? 15 : 5,
+      );
       const { logger, signal } = startRun(values);
       for (const warning of config.warnings) logger.warn(warning);
 
@@ -94,14 +104,28 @@ export default defineCommand({
       let workers: LocalWorkers | undefined;
       if (values["spawn-workers"]) {
         workers = spawnWorkers(scenarioQueues(config), {
-          self: selfCommand(), configFile: config.file, broker, logger, logLevel: values["log-level"] ?? "warn",
+          self: selfCommand(),
+          configFile: config.file,
+          broker,
+          logger,
+          logLevel: values["log-level"] ?? "warn",
         });
       }
 
       try {
         const print = (line: string) => process.stdout.write(`${line}\n`);
-        const connectTimeout = parseSeconds("connect-timeout", values["connect-timeout"], 10) * 1000;
-        const report = await dispatch({ config, broker, logger, signal, timeout, workerWait, connectTimeout, print });
+        const connectTimeout =
+          parseSeconds("connect-timeout", values["connect-timeout"], 10) * 1000;
+        const report = await dispatch({
+          config,
+          broker,
+          logger,
+          signal,
+          timeout,
+          workerWait,
+          connectTimeout,
+          print,
+        });
         await writeReports(paths, config, report, logger);
         return report.exitCode;
       } finally {

@@ -12,11 +12,23 @@ const args = {
   tasks: { type: "string", description: "Tasks of each routed type (default 20)" },
   task: { type: "string", description: "Load only this task, e.g. a noop task for pure overhead" },
   rate: { type: "string", description: "Offered rate in tasks/s (default: all at once)" },
-  duration: { type: "string", description: "Keep sending for this many seconds instead of --tasks" },
-  timeout: { type: "string", description: "Seconds to wait for results after the last send (default 300)" },
-  "wait-workers": { type: "string", description: "Seconds to wait for a worker on each queue (default 5)" },
+  duration: {
+    type: "string",
+    description: "Keep sending for this many seconds instead of --tasks",
+  },
+  timeout: {
+    type: "string",
+    description: "Seconds to wait for results after the last send (default 300)",
+  },
+  "wait-workers": {
+    type: "string",
+    description: "Seconds to wait for a worker on each queue (default 5)",
+  },
   json: { type: "string", description: "Write the figures as JSON to this file" },
-  report: { type: "string", description: "Write a self-contained HTML page with the charts to this file" },
+  report: {
+    type: "string",
+    description: "Write a self-contained HTML page with the charts to this file",
+  },
 } as const;
 
 /** A progress bar on a terminal; a plain line now and then otherwise. */
@@ -25,7 +37,9 @@ function progressPrinter(tty: boolean): (p: LoadProgress) => void {
     const rate = p.elapsedSeconds > 0 ? Math.round(p.done / p.elapsedSeconds) : 0;
     const total = p.planned ?? p.sent;
     if (!tty) {
-      process.stderr.write(`progress: ${p.done}/${total} done, ${p.sent} sent, ${rate}/s, ${p.elapsedSeconds.toFixed(1)}s\n`);
+      process.stderr.write(
+        `progress: ${p.done}/${total} done, ${p.sent} sent, ${rate}/s, ${p.elapsedSeconds.toFixed(1)}s\n`,
+      );
       return;
     }
     const width = 30;
@@ -36,7 +50,10 @@ function progressPrinter(tty: boolean): (p: LoadProgress) => void {
 }
 
 export default defineCommand({
-  meta: { name: "load-test", description: "Send N tasks of each type and report throughput, latency and losses" },
+  meta: {
+    name: "load-test",
+    description: "Send N tasks of each type and report throughput, latency and losses",
+  },
   args,
   run: ({ args: values, rawArgs }) =>
     guard(async () => {
@@ -44,7 +61,8 @@ export default defineCommand({
       const config = await loadConfig(values.config);
       const perType = parseCount("tasks", values.tasks, 20);
       const rate = values.rate === undefined ? undefined : parseSeconds("rate", values.rate, 1);
-      const duration = values.duration === undefined ? undefined : parseSeconds("duration", values.duration, 1);
+      const duration =
+        values.duration === undefined ? undefined : parseSeconds("duration", values.duration, 1);
       const timeout = parseSeconds("timeout", values.timeout, 300);
       const workerWait = parseSeconds("wait-workers", values["wait-workers"], 5);
       const connectTimeout = parseSeconds("connect-timeout", values["connect-timeout"], 10) * 1000;
@@ -54,14 +72,29 @@ export default defineCommand({
       const tty = process.stderr.isTTY === true;
       const broker = resolveBrokerUrl(values, config.rabbitmq, config.file);
       const report = await runLoadTest({
-        config, broker, logger, signal, perType, only: values.task, rate, duration, timeout,
-        workerWait, connectTimeout, onProgress: progressPrinter(tty), progressEveryMs: tty ? 200 : 2000,
+        config,
+        broker,
+        logger,
+        signal,
+        perType,
+        only: values.task,
+        rate,
+        duration,
+        timeout,
+        workerWait,
+        connectTimeout,
+        onProgress: progressPrinter(tty),
+        progressEveryMs: tty ? 200 : 2000,
       });
       if (tty) process.stderr.write("\n");
 
       process.stdout.write(`${renderLoadReport(report).join("\n")}\n`);
       if (values.json) await Bun.write(values.json, `${JSON.stringify(report, null, 2)}\n`);
-      if (values.report) await Bun.write(values.report, renderLoadHtml(report, `dtest load test: ${config.scenario.description}`));
+      if (values.report)
+        await Bun.write(
+          values.report,
+          renderLoadHtml(report, `dtest load test: ${config.scenario.description}`),
+        );
       return report.exit_code;
     }),
 });

@@ -13,7 +13,10 @@ const args = {
 } as const;
 
 export default defineCommand({
-  meta: { name: "monitor", description: "Follow workers joining and leaving and tasks as they run, until Ctrl-C" },
+  meta: {
+    name: "monitor",
+    description: "Follow workers joining and leaving and tasks as they run, until Ctrl-C",
+  },
   args,
   run: ({ args: values, rawArgs }) =>
     guard(async () => {
@@ -24,6 +27,14 @@ export default defineCommand({
 
       const broker = resolveBrokerUrl(values, config.rabbitmq, config.file);
       const print = (line: string) => process.stdout.write(`${line}\n`);
-      await monitor({ config, broker, logger, signal, json: values.json ?? false, interval, print });
+      await monitor({
+        config,
+        broker,
+        logger,
+        signal,
+        json: values.json ?? false,
+        interval,
+        print,
+      });
     }),
 });

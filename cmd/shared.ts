@@ -15,11 +15,13 @@ export const sharedArgs = {
   },
   broker: {
     type: "string",
-    description: "Broker URL, amqp[s]://user:pass@host:port/vhost (else AMQP_URL, BROKER_URL, the config)",
+    description:
+      "Broker URL, amqp[s]://user:pass@host:port/vhost (else AMQP_URL, BROKER_URL, the config)",
   },
   ca: {
     type: "string",
-    description: "PEM file of the CA that signed an amqps:// broker's certificate (else AMQP_CA_FILE)",
+    description:
+      "PEM file of the CA that signed an amqps:// broker's certificate (else AMQP_CA_FILE)",
   },
   "connect-timeout": {
     type: "string",
@@ -56,7 +58,10 @@ export interface Run {
 export function startRun(args: SharedArgValues): Run {
   const format = args["log-format"] ?? "text";
   if (format !== "text" && format !== "json") {
-    throw new UsageError(`--log-format must be text or json (got "${format}")`, "use --log-format json");
+    throw new UsageError(
+      `--log-format must be text or json (got "${format}")`,
+      "use --log-format json",
+    );
   }
 
   let logger: Logger;
@@ -83,12 +88,20 @@ export function startRun(args: SharedArgValues): Run {
 }
 
 /** Parses a whole number flag; throws UsageError naming the flag. */
-export function parseCount(flag: string, value: string | undefined, fallback: number, min = 1): number {
+export function parseCount(
+  flag: string,
+  value: string | undefined,
+  fallback: number,
+  min = 1,
+): number {
   if (value === undefined || value === "") return fallback;
 
   const n = Number(value);
   if (!Number.isInteger(n) || n < min) {
-    throw new UsageError(`--${flag} must be a whole number ≥ ${min} (got "${value}")`, `pass e.g. --${flag} ${Math.max(min, 1)}`);
+    throw new UsageError(
+      `--${flag} must be a whole number ≥ ${min} (got "${value}")`,
+      `pass e.g. --${flag} ${Math.max(min, 1)}`,
+    );
   }
   return n;
 }
@@ -99,7 +112,10 @@ export function parseSeconds(flag: string, value: string | undefined, fallback: 
 
   const n = Number(value);
   if (!Number.isFinite(n) || n <= 0) {
-    throw new UsageError(`--${flag} must be a number of seconds > 0 (got "${value}")`, `pass e.g. --${flag} 30`);
+    throw new UsageError(
+      `--${flag} must be a number of seconds > 0 (got "${value}")`,
+      `pass e.g. --${flag} 30`,
+    );
   }
   return n;
 }

@@ -28,7 +28,10 @@ async function optionalCompose(logger: Logger): Promise<Compose | null> {
 }
 
 export default defineCommand({
-  meta: { name: "status", description: "Show workers, ready and unacked messages per queue, and containers" },
+  meta: {
+    name: "status",
+    description: "Show workers, ready and unacked messages per queue, and containers",
+  },
   args,
   run: ({ args: values, rawArgs }) =>
     guard(async () => {
@@ -38,7 +41,11 @@ export default defineCommand({
       const { logger, signal } = startRun(values);
 
       const broker = resolveBrokerUrl(values, config.rabbitmq, config.file);
-      await using connection = await connectBroker(broker, { logger, name: "dtest status", signal });
+      await using connection = await connectBroker(broker, {
+        logger,
+        name: "dtest status",
+        signal,
+      });
       const compose = await optionalCompose(logger);
       const status = await readStatus(connection.model, routedQueues(config), compose, listenMs);
 

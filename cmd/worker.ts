@@ -12,8 +12,14 @@ const args = {
   queue: { type: "string", description: "The queue to consume, e.g. queue_a (required)" },
   concurrency: { type: "string", description: "Tasks run at once, and the prefetch (default 1)" },
   name: { type: "string", description: "Worker name (default worker-<queue suffix>@<hostname>)" },
-  grace: { type: "string", description: "Seconds in-flight tasks get to finish on SIGTERM (default 30)" },
-  "max-message-bytes": { type: "string", description: `Larger messages are dead-lettered unread (default ${DEFAULT_MAX_MESSAGE_BYTES})` },
+  grace: {
+    type: "string",
+    description: "Seconds in-flight tasks get to finish on SIGTERM (default 30)",
+  },
+  "max-message-bytes": {
+    type: "string",
+    description: `Larger messages are dead-lettered unread (default ${DEFAULT_MAX_MESSAGE_BYTES})`,
+  },
 } as const;
 
 export default defineCommand({
@@ -25,22 +31,35 @@ export default defineCommand({
       const config = await loadConfig(values.config);
       const queue = values.queue;
       if (!queue) {
-        throw new UsageError("--queue is required", `pass one of: ${routedQueues(config).map((q) => `--queue ${q}`).join(", ")}`);
+        throw new UsageError(
+          "--queue is required",
+          `pass one of: ${routedQueues(config)
+            .map((q) => `--queue ${q}`)
+            .join(", ")}`,
+        );
       }
       if (!routedQueues(config).includes(queue)) {
-        throw new UsageError(`no task in ${config.file} is routed to ${queue}`,
-          `use one of ${routedQueues(config).join(", ")}, or route a task to ${queue} under task_routing`);
+        throw new UsageError(
+          `no task in ${config.file} is routed to ${queue}`,
+          `use one of ${routedQueues(config).join(", ")}, or route a task to ${queue} under task_routing`,
+        );
       }
 
       const undefinedHere = undefinedTasks(config, queue);
       if (undefinedHere.length > 0) {
-        throw new UsageError(`${config.file}: ${undefinedHere.join(", ")} routed to ${queue} but not defined under tasks:`,
-          `define ${undefinedHere[0]} under tasks: with a kind (hello, noop or exec), or start this worker on another queue`);
+        throw new UsageError(
+          `${config.file}: ${undefinedHere.join(", ")} routed to ${queue} but not defined under tasks:`,
+          `define ${undefinedHere[0]} under tasks: with a kind (hello, noop or exec), or start this worker on another queue`,
+        );
       }
 
       const concurrency = parseCount("concurrency", values.concurrency, 1);
       const graceMs = parseSeconds("grace", values.grace, 30) * 1000;
-      const maxMessageBytes = parseCount("max-message-bytes", values["max-message-bytes"], DEFAULT_MAX_MESSAGE_BYTES);
+      const maxMessageBytes = parseCount(
+        "max-message-bytes",
+        values["max-message-bytes"],
+        DEFAULT_MAX_MESSAGE_BYTES,
+      );
       const { logger, signal, forceSignal } = startRun(values);
       for (const warning of config.warnings) logger.warn(warning);
 
@@ -48,7 +67,17 @@ export default defineCommand({
       const name = values.name || defaultWorkerName(queue);
       const connectTimeout = parseSeconds("connect-timeout", values["connect-timeout"], 10) * 1000;
       await runWorker({
-        config, queue, broker, concurrency, name, logger, signal, forceSignal, graceMs, maxMessageBytes, connectTimeout,
+        config,
+        queue,
+        broker,
+        concurrency,
+        name,
+        logger,
+        signal,
+        forceSignal,
+        graceMs,
+        maxMessageBytes,
+        connectTimeout,
       });
     }),
 });

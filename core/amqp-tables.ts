@@ -25,20 +25,33 @@ function readValue(buf: Buffer, at: number): [unknown, number] {
   const tag = String.fromCharCode(buf[at]!);
   const o = at + 1;
   switch (tag) {
-    case "t": return [buf.readUInt8(o) !== 0, o + 1];
-    case "b": return [buf.readInt8(o), o + 1];
-    case "B": return [buf.readUInt8(o), o + 1];
+    case "t":
+      return [buf.readUInt8(o) !== 0, o + 1];
+    case "b":
+      return [buf.readInt8(o), o + 1];
+    case "B":
+      return [buf.readUInt8(o), o + 1];
     case "s":
-    case "U": return [buf.readInt16BE(o), o + 2];
-    case "u": return [buf.readUInt16BE(o), o + 2];
-    case "I": return [buf.readInt32BE(o), o + 4];
-    case "i": return [buf.readUInt32BE(o), o + 4];
-    case "l": return [safeInteger(buf.readBigInt64BE(o)), o + 8];
-    case "L": return [safeInteger(buf.readBigUInt64BE(o)), o + 8];
-    case "T": return [safeInteger(buf.readBigUInt64BE(o)), o + 8];
-    case "f": return [buf.readFloatBE(o), o + 4];
-    case "d": return [buf.readDoubleBE(o), o + 8];
-    case "D": return [buf.readUInt32BE(o + 1) / 10 ** buf.readUInt8(o), o + 5];
+    case "U":
+      return [buf.readInt16BE(o), o + 2];
+    case "u":
+      return [buf.readUInt16BE(o), o + 2];
+    case "I":
+      return [buf.readInt32BE(o), o + 4];
+    case "i":
+      return [buf.readUInt32BE(o), o + 4];
+    case "l":
+      return [safeInteger(buf.readBigInt64BE(o)), o + 8];
+    case "L":
+      return [safeInteger(buf.readBigUInt64BE(o)), o + 8];
+    case "T":
+      return [safeInteger(buf.readBigUInt64BE(o)), o + 8];
+    case "f":
+      return [buf.readFloatBE(o), o + 4];
+    case "d":
+      return [buf.readDoubleBE(o), o + 8];
+    case "D":
+      return [buf.readUInt32BE(o + 1) / 10 ** buf.readUInt8(o), o + 5];
     case "S": {
       const len = buf.readUInt32BE(o);
       return [buf.toString("utf8", o + 4, o + 4 + len), o + 4 + len];
@@ -55,19 +68,23 @@ function readValue(buf: Buffer, at: number): [unknown, number] {
       const len = buf.readUInt32BE(o);
       return [decodeTable(buf.subarray(o + 4, o + 4 + len)), o + 4 + len];
     }
-    case "V": return [null, o];
-    default: throw new UnknownTag(`unknown field type "${tag}" (byte ${buf[at]})`);
+    case "V":
+      return [null, o];
+    default:
+      throw new UnknownTag(`unknown field type "${tag}" (byte ${buf[at]})`);
   }
 }
 
 /** Numbers beyond 2^53 would lose digits as JS numbers; they are kept as decimal strings. */
 function safeInteger(n: bigint): number | string {
-  return n <= BigInt(Number.MAX_SAFE_INTEGER) && n >= BigInt(Number.MIN_SAFE_INTEGER) ? Number(n) : n.toString();
+  return n <= BigInt(Number.MAX_SAFE_INTEGER) && n >= BigInt(Number.MIN_SAFE_INTEGER)
+    ? Number(n)
+    : n.toString();
 }
 
 function readArray(buf: Buffer): unknown[] {
   const values: unknown[] = [];
-  for (let at = 0; at < buf.length; ) {
+  for (let at = 0; at < buf.length;) {
     const [value, next] = readValue(buf, at);
     values.push(value);
     at = next;

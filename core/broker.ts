@@ -55,8 +55,10 @@ export function resolveBrokerUrl(
 function tlsOptions(target: BrokerUrl): { ca?: Buffer[] } {
   if (!target.caFile) return {};
   if (!/^amqps:\/\//i.test(target.url)) {
-    throw new UsageError(`a CA file is set (--ca or AMQP_CA_FILE) but the broker URL is not amqps:// (${maskSecrets(target.url)})`,
-      "use an amqps://host:5671 URL, or drop --ca / AMQP_CA_FILE");
+    throw new UsageError(
+      `a CA file is set (--ca or AMQP_CA_FILE) but the broker URL is not amqps:// (${maskSecrets(target.url)})`,
+      "use an amqps://host:5671 URL, or drop --ca / AMQP_CA_FILE",
+    );
   }
 
   // Checked here because a directory would escape as a raw EISDIR, and a file with no
@@ -66,8 +68,10 @@ function tlsOptions(target: BrokerUrl): { ca?: Buffer[] } {
     new X509Certificate(pem);
     return { ca: [pem] };
   } catch (cause) {
-    throw new UsageError(`--ca / AMQP_CA_FILE ${target.caFile} is not a readable PEM certificate (${describeError(cause)})`,
-      "pass the CA's certificate, the file that starts with -----BEGIN CERTIFICATE-----");
+    throw new UsageError(
+      `--ca / AMQP_CA_FILE ${target.caFile} is not a readable PEM certificate (${describeError(cause)})`,
+      "pass the CA's certificate, the file that starts with -----BEGIN CERTIFICATE-----",
+    );
   }
 }
 
@@ -77,7 +81,10 @@ const CERTIFICATE_CODES = /CERT|SELF_SIGNED|UNABLE_TO_(GET|VERIFY)|ALTNAME/;
 /** Failures that retrying cannot fix: a refused certificate or refused credentials. */
 function isFatal(err: Error): boolean {
   const code = (err as NodeJS.ErrnoException).code ?? "";
-  return CERTIFICATE_CODES.test(code) || /ACCESS_REFUSED|access_refused|not_allowed|NOT_ALLOWED/.test(err.message);
+  return (
+    CERTIFICATE_CODES.test(code) ||
+    /ACCESS_REFUSED|access_refused|not_allowed|NOT_ALLOWED/.test(err.message)
+  );
 }
 
 function unreachableHint(failure: Error | undefined): string {
@@ -113,14 +120,20 @@ export interface Broker {
 }
 
 function watchConnection(model: RecoveringChannelModel, logger: Logger): void {
-  model.on("disconnect", (err: Error) => logger.warn(`connection lost (${err.message}); reconnecting`));
+  model.on("disconnect", (err: Error) =>
+    logger.warn(`connection lost (${err.message}); reconnecting`),
+  );
   model.on("connect", () => logger.debug("connected"));
   model.on("reconnect-scheduled", ({ attempt, delay }: { attempt: number; delay: number }) =>
-    logger.debug({ message: `reconnect attempt ${attempt} in ${delay} ms`, attempt, delay }));
-  model.on("reconnect-failed", (err: Error) => logger.error(`gave up reconnecting: ${err.message}`));
+    logger.debug({ message: `reconnect attempt ${attempt} in ${delay} ms`, attempt, delay }),
+  );
+  model.on("reconnect-failed", (err: Error) =>
+    logger.error(`gave up reconnecting: ${err.message}`),
+  );
   model.on("error", (err: Error) => logger.warn(`connection error: ${err.message}`));
   model.on("handler-error", (err: Error, event: string) =>
-    logger.error(`a "${event}" listener threw: ${describeError(err)}`));
+    logger.error(`a "${event}" listener threw: ${describeError(err)}`),
+  );
   model.on("blocked", (reason: string) => logger.warn(`broker blocked publishing: ${reason}`));
   model.on("unblocked", () => logger.info("broker unblocked publishing"));
 }
@@ -160,7 +173,8 @@ export async function connectBroker(target: BrokerUrl, options: ConnectOptions):
   });
 
   let closing: Promise<void> | undefined;
-  const close = () => (closing ??= model.close().catch((err) => logger.debug(`close: ${err.message}`)));
+  const close = () =>
+    (closing ??= model.close().catch((err) => logger.debug(`close: ${err.message}`)));
 
   const abort = () => void close();
   options.signal?.addEventListener("abort", abort, { once: true });
@@ -169,9 +183,10 @@ export async function connectBroker(target: BrokerUrl, options: ConnectOptions):
     await withDeadline(Promise.race([model.waitForConnect(), fatal]), timeout);
   } catch (cause) {
     await close();
-    const what = lastFailure && isFatal(lastFailure)
-      ? `RabbitMQ at ${masked} refused the connection`
-      : `cannot reach RabbitMQ at ${masked} within ${timeout / 1000} s`;
+    const what =
+      lastFailure && isFatal(lastFailure)
+        ? `RabbitMQ at ${masked} refused the connection`
+        : `cannot reach RabbitMQ at ${masked} within ${timeout / 1000} s`;
     throw new BrokerError(what, {
       cause: lastFailure ?? cause,
       hint: unreachableHint(lastFailure),
@@ -238,11 +253,15 @@ export interface ReplyChannelOptions {
 }
 
 /** The sending side's channel: confirms on, reply queue declared and consumed. */
-export async function openReplyChannel(model: ChannelModel, options: ReplyChannelOptions): Promise<ConfirmChannel> {
+export async function openReplyChannel(
+  model: ChannelModel,
+  options: ReplyChannelOptions,
+): Promise<ConfirmChannel> {
   const channel = await model.createConfirmChannel();
   channel.on("error", (err: Error) => options.logger.warn(`channel error: ${err.message}`));
   channel.on("handler-error", (err: Error, event: string) =>
-    options.logger.error(`a channel "${event}" listener threw: ${describeError(err)}`));
+    options.logger.error(`a channel "${event}" listener threw: ${describeError(err)}`),
+  );
   channel.on("close", () => options.onClose(channel));
 
   await declareReplyQueue(channel, options.replyQueue);
@@ -253,7 +272,11 @@ export async function openReplyChannel(model: ChannelModel, options: ReplyChanne
 }
 
 /** Deletes a run's reply queue; if that fails it expires by itself (x-expires). */
-export async function removeReplyQueue(channel: Channel | undefined, name: string, logger: Logger): Promise<void> {
+export async function removeReplyQueue(
+  channel: Channel | undefined,
+  name: string,
+  logger: Logger,
+): Promise<void> {
   try {
     await channel?.deleteQueue(name);
   } catch (err) {
@@ -320,7 +343,10 @@ export interface QueueState {
 }
 
 /** Reads consumers and ready messages of each queue without declaring anything. */
-export async function inspectQueues(model: RecoveringChannelModel, queues: string[]): Promise<QueueState[]> {
+export async function inspectQueues(
+  model: RecoveringChannelModel,
+  queues: string[],
+): Promise<QueueState[]> {
   const states: QueueState[] = [];
 
   for (const queue of queues) {

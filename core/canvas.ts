@@ -13,8 +13,13 @@ export interface FollowUp {
   queue: string | undefined;
 }
 
-function toTask(sig: Signature, parent: TaskMessage, result: unknown, chain: Signature[] | null): TaskMessage {
-  const args = sig.immutable ? sig.args ?? [] : [result, ...(sig.args ?? [])];
+function toTask(
+  sig: Signature,
+  parent: TaskMessage,
+  result: unknown,
+  chain: Signature[] | null,
+): TaskMessage {
+  const args = sig.immutable ? (sig.args ?? []) : [result, ...(sig.args ?? [])];
   return newTask({
     id: sig.options?.task_id,
     name: sig.task,
@@ -49,6 +54,9 @@ export function followUps(config: DtestConfig, task: TaskMessage, result: unknow
 /** The chain steps that will never run because `task` failed: their ids and reply queues. */
 export function abandonedSteps(task: TaskMessage): { id: string; replyTo: string }[] {
   return (task.embed.chain ?? [])
-    .map((sig) => ({ id: sig.options?.task_id ?? "", replyTo: sig.options?.reply_to ?? task.replyTo }))
+    .map((sig) => ({
+      id: sig.options?.task_id ?? "",
+      replyTo: sig.options?.reply_to ?? task.replyTo,
+    }))
     .filter((step) => step.id !== "");
 }

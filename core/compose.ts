@@ -18,7 +18,8 @@ const PODMAN_SOCKET = "/run/podman/podman.sock";
  * socket does (see scripts/container-engine.sh), point DOCKER_HOST at it.
  */
 export function composeEnv(env = process.env): Record<string, string | undefined> {
-  if (env.DOCKER_HOST || existsSync("/var/run/docker.sock") || !existsSync(PODMAN_SOCKET)) return env;
+  if (env.DOCKER_HOST || existsSync("/var/run/docker.sock") || !existsSync(PODMAN_SOCKET))
+    return env;
   return { ...env, DOCKER_HOST: `unix://${PODMAN_SOCKET}` };
 }
 
@@ -36,7 +37,12 @@ export interface ServiceContainers {
 
 async function answers(argv: string[]): Promise<boolean> {
   try {
-    const child = Bun.spawn([...argv, "version"], { stdout: "ignore", stderr: "ignore", stdin: "ignore", env: composeEnv() });
+    const child = Bun.spawn([...argv, "version"], {
+      stdout: "ignore",
+      stderr: "ignore",
+      stdin: "ignore",
+      env: composeEnv(),
+    });
     return (await child.exited) === 0;
   } catch {
     // Not installed: spawn fails with ENOENT.
@@ -54,19 +60,30 @@ export function composeFiles(env = process.env): string[] {
 export async function findCompose(files = composeFiles()): Promise<Compose> {
   const missing = files.filter((f) => !existsSync(f));
   if (missing.length > 0) {
-    throw new UsageError(`compose file not found: ${missing.join(", ")}`, "run from the dtest folder, or set COMPOSE_FILE");
+    throw new UsageError(
+      `compose file not found: ${missing.join(", ")}`,
+      "run from the dtest folder, or set COMPOSE_FILE",
+    );
   }
 
   for (const candidate of CANDIDATES) {
-    if (await answers(candidate)) return { argv: [...candidate, ...files.flatMap((f) => ["-f", f])], files };
+    if (await answers(candidate))
+      return { argv: [...candidate, ...files.flatMap((f) => ["-f", f])], files };
   }
-  throw new DtestError("no compose tool found (tried docker compose, docker-compose, podman-compose)", {
-    hint: "install Docker Compose (the docker compose plugin or docker-compose) or podman-compose",
-  });
+  throw new DtestError(
+    "no compose tool found (tried docker compose, docker-compose, podman-compose)",
+    {
+      hint: "install Docker Compose (the docker compose plugin or docker-compose) or podman-compose",
+    },
+  );
 }
 
 function queueOf(command: unknown): string | undefined {
-  const words = Array.isArray(command) ? command.map(String) : typeof command === "string" ? command.split(/\s+/) : [];
+  const words = Array.isArray(command)
+    ? command.map(String)
+    : typeof command === "string"
+      ? command.split(/\s+/)
+      : [];
   const at = words.indexOf("--queue");
   if (at >= 0) return words[at + 1];
   return words.find((w) => w.startsWith("--queue="))?.slice("--queue=".length);
@@ -76,7 +93,9 @@ function queueOf(command: unknown): string | undefined {
 export function serviceQueues(files: string[]): Record<string, string> {
   const queues: Record<string, string> = {};
   for (const file of files) {
-    const doc = parse(readFileSync(file, "utf8")) as { services?: Record<string, { command?: unknown }> } | null;
+    const doc = parse(readFileSync(file, "utf8")) as {
+      services?: Record<string, { command?: unknown }>;
+    } | null;
     for (const [service, def] of Object.entries(doc?.services ?? {})) {
       const queue = queueOf(def?.command);
       if (queue) queues[service] = queue;
@@ -92,7 +111,12 @@ export interface RunResult {
 }
 
 export async function runCompose(compose: Compose, args: string[]): Promise<RunResult> {
-  const child = Bun.spawn([...compose.argv, ...args], { stdout: "pipe", stderr: "pipe", stdin: "ignore", env: composeEnv() });
+  const child = Bun.spawn([...compose.argv, ...args], {
+    stdout: "pipe",
+    stderr: "pipe",
+    stdin: "ignore",
+    env: composeEnv(),
+  });
   const [stdout, stderr, code] = await Promise.all([
     new Response(child.stdout).text(),
     new Response(child.stderr).text(),
@@ -106,9 +130,12 @@ export async function mustCompose(compose: Compose, args: string[]): Promise<str
   const result = await runCompose(compose, args);
   if (result.code !== 0) {
     const tail = (result.stderr || result.stdout).trim().split("\n").slice(-5).join("\n  ");
-    throw new DtestError(`${compose.argv.join(" ")} ${args.join(" ")} failed (exit ${result.code}):\n  ${tail}`, {
-      hint: "check that the container engine is running (DOCKER_HOST) and the image builds",
-    });
+    throw new DtestError(
+      `${compose.argv.join(" ")} ${args.join(" ")} failed (exit ${result.code}):\n  ${tail}`,
+      {
+        hint: "check that the container engine is running (DOCKER_HOST) and the image builds",
+      },
+    );
   }
   return result.stdout;
 }
@@ -117,11 +144,16 @@ export async function mustCompose(compose: Compose, args: string[]): Promise<str
  * Running containers per service. Compose v2 answers `ps --format json`; docker-compose v1
  * and podman-compose only print a table, whose State column reads "Up" for running ones.
  */
-export async function serviceContainers(compose: Compose, services: string[]): Promise<ServiceContainers[]> {
+export async function serviceContainers(
+  compose: Compose,
+  services: string[],
+): Promise<ServiceContainers[]> {
   const json = await runCompose(compose, ["ps", "--format", "json"]);
   // docker-compose v1 answers an unknown --format with its usage text and exit 0.
   const understood = json.code === 0 && !json.stderr.includes("Usage:");
-  const rows = understood ? parseJsonRows(json.stdout) : parseTable(await mustCompose(compose, ["ps"]), services);
+  const rows = understood
+    ? parseJsonRows(json.stdout)
+    : parseTable(await mustCompose(compose, ["ps"]), services);
 
   return services.map((service) => {
     const mine = rows.filter((r) => r.service === service && r.running);
@@ -138,7 +170,9 @@ interface Row {
 function parseJsonRows(text: string): Row[] {
   const trimmed = text.trim();
   if (!trimmed) return [];
-  const items = trimmed.startsWith("[") ? JSON.parse(trimmed) : trimmed.split("\n").map((l) => JSON.parse(l));
+  const items = trimmed.startsWith("[")
+    ? JSON.parse(trimmed)
+    : trimmed.split("\n").map((l) => JSON.parse(l));
   return (items as Record<string, string>[]).map((i) => ({
     name: i.Name ?? "",
     service: i.Service ?? "",
@@ -150,9 +184,14 @@ function parseJsonRows(text: string): Row[] {
 function parseTable(text: string, services: string[]): Row[] {
   const lines = text.split("\n");
   const start = lines.findIndex((l) => /^-{5,}/.test(l));
-  return lines.slice(start + 1).filter((l) => l.trim()).map((line) => {
-    const name = line.trim().split(/\s+/)[0]!;
-    const service = services.find((s) => new RegExp(`[_-]${s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}[_-]\\d+$`).test(name));
-    return { name, service: service ?? name, running: /\sUp(\s|$)/.test(line) };
-  });
+  return lines
+    .slice(start + 1)
+    .filter((l) => l.trim())
+    .map((line) => {
+      const name = line.trim().split(/\s+/)[0]!;
+      const service = services.find((s) =>
+        new RegExp(`[_-]${s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}[_-]\\d+$`).test(name),
+      );
+      return { name, service: service ?? name, running: /\sUp(\s|$)/.test(line) };
+    });
 }

@@ -111,30 +111,119 @@ class Random {
 }
 
 const NUMBERS = [
-  "0", "-1", "-0", "1", "65536", "1e400", "-1e400", "9007199254740993", "0.5", "1e-9",
-  ".nan", ".inf", "-.inf", "0x1F", "0o17", "1_000", "007", "+12",
+  "0",
+  "-1",
+  "-0",
+  "1",
+  "65536",
+  "1e400",
+  "-1e400",
+  "9007199254740993",
+  "0.5",
+  "1e-9",
+  ".nan",
+  ".inf",
+  "-.inf",
+  "0x1F",
+  "0o17",
+  "1_000",
+  "007",
+  "+12",
 ];
 const WORDS = [
-  "true", "false", "yes", "no", "null", "~", "", "''", '""', "amq.direct", "queue b",
-  "__proto__", "constructor", "toString", "hasOwnProperty", "task_a", "task_b", "-", "?", "<<",
+  "true",
+  "false",
+  "yes",
+  "no",
+  "null",
+  "~",
+  "",
+  "''",
+  '""',
+  "amq.direct",
+  "queue b",
+  "__proto__",
+  "constructor",
+  "toString",
+  "hasOwnProperty",
+  "task_a",
+  "task_b",
+  "-",
+  "?",
+  "<<",
 ];
 const COLLECTIONS = [
-  "[]", "{}", "[1, 2]", '["a", {b: c}]', "{a: 1, b: [2]}", "[[[[]]]]", "{a: {b: {c: {}}}}",
-  "&x [*x]", "&y {k: *y}", "*nowhere", "&z 5", "[*z, *z]", "!!binary aGVsbG8=",
-  "!!python/object:os.system", "!!set {a, b}", "!!timestamp 2001-12-14", "!custom 5", "!!str 5",
-  "!!int '7'", "|\n  block\n  text", ">-\n  folded", "? complex\n: key", "- item", "'unclosed",
-  '"unclosed', "[unclosed", "{unclosed: 1",
+  "[]",
+  "{}",
+  "[1, 2]",
+  '["a", {b: c}]',
+  "{a: 1, b: [2]}",
+  "[[[[]]]]",
+  "{a: {b: {c: {}}}}",
+  "&x [*x]",
+  "&y {k: *y}",
+  "*nowhere",
+  "&z 5",
+  "[*z, *z]",
+  "!!binary aGVsbG8=",
+  "!!python/object:os.system",
+  "!!set {a, b}",
+  "!!timestamp 2001-12-14",
+  "!custom 5",
+  "!!str 5",
+  "!!int '7'",
+  "|\n  block\n  text",
+  ">-\n  folded",
+  "? complex\n: key",
+  "- item",
+  "'unclosed",
+  '"unclosed',
+  "[unclosed",
+  "{unclosed: 1",
 ];
 const PUNCTUATION = [
-  ":", "{", "}", "[", "]", ",", "&", "*", "#", "?", "|", "-", "<", ">", "=", "!", "%",
-  "@", "`", '"', "'", "\t", "\n", "\r", " ", "---\n", "...\n", "\\", "\u00a0", "\ufeff",
+  ":",
+  "{",
+  "}",
+  "[",
+  "]",
+  ",",
+  "&",
+  "*",
+  "#",
+  "?",
+  "|",
+  "-",
+  "<",
+  ">",
+  "=",
+  "!",
+  "%",
+  "@",
+  "`",
+  '"',
+  "'",
+  "\t",
+  "\n",
+  "\r",
+  " ",
+  "---\n",
+  "...\n",
+  "\\",
+  "\u00a0",
+  "\ufeff",
 ];
 
 function randomUnicode(r: Random, length: number): string {
   let text = "";
   for (let i = 0; i < length; i++) {
     const range = r.pick([
-      [0, 0x20], [0x20, 0x7f], [0x80, 0x800], [0x800, 0xd800], [0xd800, 0xe000], [0xe000, 0x10000],
+      [0, 0x20],
+      [0x20, 0x7f],
+      [0x80, 0x800],
+      [0x800, 0xd800],
+      [0xd800, 0xe000],
+      [0xe000, 0x10000],
       [0x10000, 0x110000],
     ] as const);
     const code = range[0] + r.int(range[1] - range[0]);
@@ -227,7 +316,9 @@ const MUTATIONS: Record<string, Mutation> = {
     const levels = 3 + r.int(8);
     let bomb = `lol0: &lol0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]\n`;
     for (let i = 1; i < levels; i++) {
-      bomb += `lol${i}: &lol${i} [${Array(9).fill(`*lol${i - 1}`).join(", ")}]\n`;
+      bomb += `lol${i}: &lol${i} [${Array(9)
+        .fill(`*lol${i - 1}`)
+        .join(", ")}]\n`;
     }
     return r.chance(0.5) ? bomb + text : text + "\n" + bomb;
   },
@@ -419,13 +510,14 @@ describe("cases the fuzzing found", () => {
     ]);
   });
 
-  test("a null key is shown as \"\" in warnings, so the line still names a field", () => {
+  test('a null key is shown as "" in warnings, so the line still names a field', () => {
     const config = parseConfig(SEED_CONFIG.replace("test_scenario:", "~:"), "fuzz.yml");
     expect(config.warnings).toEqual([expect.stringMatching(/^fuzz\.yml:4: "" is not a known key/)]);
   });
 
   test("task names that are members of every JavaScript object are ordinary names", () => {
-    const text = SEED_CONFIG.replace("task_b: queue_b", "task_b: queue_b\n  constructor: queue_c") +
+    const text =
+      SEED_CONFIG.replace("task_b: queue_b", "task_b: queue_b\n  constructor: queue_c") +
       "tasks:\n  constructor: {kind: noop}\n";
     const config = parseConfig(text, "fuzz.yml");
 

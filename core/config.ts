@@ -131,7 +131,13 @@ const SECTIONS: Record<string, string[]> = {
   system: ["description", "workers"],
   test_scenario: ["description", "tasks"],
   rabbitmq: ["host", "port", "username", "password", "vhost"],
-  retry_config: ["max_retries", "retry_delay", "retry_backoff", "retry_backoff_max", "retry_jitter"],
+  retry_config: [
+    "max_retries",
+    "retry_delay",
+    "retry_backoff",
+    "retry_backoff_max",
+    "retry_jitter",
+  ],
 };
 
 const TASK_KEYS: Record<string, string[]> = {
@@ -287,7 +293,12 @@ class Checker {
     if (value !== null && typeof value === "object" && !Array.isArray(value)) {
       return value as Record<string, unknown>;
     }
-    this.problem(path, `must be a mapping of keys to values`, value, `write it as "key: value" lines`);
+    this.problem(
+      path,
+      `must be a mapping of keys to values`,
+      value,
+      `write it as "key: value" lines`,
+    );
     return undefined;
   }
 
@@ -303,27 +314,52 @@ class Checker {
     if (value === undefined || value === null) return fallback;
     if (typeof value === "string" && (allowEmpty || value.length > 0)) return value;
     if (typeof value === "number" && allowEmpty) return String(value);
-    this.problem(path, "must be a non-empty string", value, `quote the text, e.g. "${fallback || "text"}"`);
+    this.problem(
+      path,
+      "must be a non-empty string",
+      value,
+      `quote the text, e.g. "${fallback || "text"}"`,
+    );
     return fallback;
   }
 
-  integer(path: Path, value: unknown, fallback: number, min: number, max = Number.MAX_SAFE_INTEGER): number {
+  integer(
+    path: Path,
+    value: unknown,
+    fallback: number,
+    min: number,
+    max = Number.MAX_SAFE_INTEGER,
+  ): number {
     if (value === undefined || value === null) return fallback;
     if (typeof value === "number" && Number.isInteger(value) && value >= min && value <= max) {
       return value;
     }
     const range = max === Number.MAX_SAFE_INTEGER ? `≥ ${min}` : `from ${min} to ${max}`;
-    this.problem(path, `must be an integer ${range}`, value, `set ${showPath(path)} to a whole number ${range}`);
+    this.problem(
+      path,
+      `must be an integer ${range}`,
+      value,
+      `set ${showPath(path)} to a whole number ${range}`,
+    );
     return fallback;
   }
 
   seconds(path: Path, value: unknown, fallback: number, positive = false): number {
     if (value === undefined || value === null) return fallback;
-    if (typeof value === "number" && Number.isFinite(value) && (positive ? value > 0 : value >= 0)) {
+    if (
+      typeof value === "number" &&
+      Number.isFinite(value) &&
+      (positive ? value > 0 : value >= 0)
+    ) {
       return value;
     }
     const bound = positive ? "> 0" : "≥ 0";
-    this.problem(path, `must be a number of seconds ${bound}`, value, `write e.g. ${showPath(path)}: 1.5`);
+    this.problem(
+      path,
+      `must be a number of seconds ${bound}`,
+      value,
+      `write e.g. ${showPath(path)}: 1.5`,
+    );
     return fallback;
   }
 
@@ -365,8 +401,11 @@ function readBroker(c: Checker, raw: unknown): BrokerSettings {
 
 function readRouting(c: Checker, raw: unknown): Record<string, string> {
   if (raw === undefined || raw === null) {
-    c.fact(["task_routing"], "must route at least one task to a queue",
-      'add e.g. "task_routing:\\n  task_a: queue_a"');
+    c.fact(
+      ["task_routing"],
+      "must route at least one task to a queue",
+      'add e.g. "task_routing:\\n  task_a: queue_a"',
+    );
     return {};
   }
 
@@ -379,13 +418,21 @@ function readRouting(c: Checker, raw: unknown): Record<string, string> {
       routing[task] = queue;
       continue;
     }
-    c.problem(["task_routing", task], "must name a queue (letters, digits, _ . : -; not amq.*)",
-      queue, `write e.g. "${showKey(task)}: queue_a"`);
+    c.problem(
+      ["task_routing", task],
+      "must name a queue (letters, digits, _ . : -; not amq.*)",
+      queue,
+      `write e.g. "${showKey(task)}: queue_a"`,
+    );
   }
 
   if (Object.keys(section).length === 0) {
-    c.problem(["task_routing"], "must route at least one task to a queue", section,
-      'add e.g. "task_a: queue_a" under task_routing');
+    c.problem(
+      ["task_routing"],
+      "must route at least one task to a queue",
+      section,
+      'add e.g. "task_a: queue_a" under task_routing',
+    );
   }
   return routing;
 }
@@ -407,8 +454,12 @@ function readExpect(c: Checker, path: Path, raw: unknown, kind: string): Expecta
 
   if (section.exit_code !== undefined) {
     if (kind !== "exec") {
-      c.problem([...path, "exit_code"], "applies only to exec tasks", section.exit_code,
-        "remove it, or use result_contains for this kind");
+      c.problem(
+        [...path, "exit_code"],
+        "applies only to exec tasks",
+        section.exit_code,
+        "remove it, or use result_contains for this kind",
+      );
     }
     expect.exitCode = c.integer([...path, "exit_code"], section.exit_code, 0, 0, 255);
   }
@@ -416,11 +467,18 @@ function readExpect(c: Checker, path: Path, raw: unknown, kind: string): Expecta
 }
 
 function readCommand(c: Checker, path: Path, raw: unknown): string[] {
-  const ok = Array.isArray(raw) && raw.length > 0 && raw.every((a) => typeof a === "string" || typeof a === "number");
+  const ok =
+    Array.isArray(raw) &&
+    raw.length > 0 &&
+    raw.every((a) => typeof a === "string" || typeof a === "number");
   if (ok) return (raw as unknown[]).map(String);
 
-  c.problem(path, "must be a non-empty list of program and arguments (it is never run through a shell)",
-    raw, 'write e.g. command: ["pytest", "-q", "tests/"]');
+  c.problem(
+    path,
+    "must be a non-empty list of program and arguments (it is never run through a shell)",
+    raw,
+    'write e.g. command: ["pytest", "-q", "tests/"]',
+  );
   return [];
 }
 
@@ -432,7 +490,12 @@ function readEnv(c: Checker, path: Path, raw: unknown): Record<string, string> {
     if (typeof value === "string" || typeof value === "number" || typeof value === "boolean") {
       env[key] = String(value);
     } else {
-      c.problem([...path, key], "must be a string", value, `quote the value, e.g. ${showKey(key)}: "1"`);
+      c.problem(
+        [...path, key],
+        "must be a string",
+        value,
+        `quote the value, e.g. ${showKey(key)}: "1"`,
+      );
     }
   }
   return env;
@@ -445,16 +508,26 @@ function readTask(c: Checker, name: string, raw: unknown): TaskDef | undefined {
 
   const kind = section.kind ?? defaultTask(name)?.kind;
   if (typeof kind !== "string" || !(TASK_KINDS as readonly string[]).includes(kind)) {
-    c.problem([...path, "kind"], `must be one of ${TASK_KINDS.join(", ")}`, kind,
-      `set ${showPath([...path, "kind"])} to hello, noop or exec`);
+    c.problem(
+      [...path, "kind"],
+      `must be one of ${TASK_KINDS.join(", ")}`,
+      kind,
+      `set ${showPath([...path, "kind"])} to hello, noop or exec`,
+    );
     return undefined;
   }
   c.unknownKeys(path, section, [...TASK_KEYS.common!, ...TASK_KEYS[kind]!]);
 
   const common = {
     name,
-    timeout: section.timeout === undefined ? undefined : c.seconds([...path, "timeout"], section.timeout, 60, true),
-    maxRetries: section.max_retries === undefined ? undefined : c.integer([...path, "max_retries"], section.max_retries, 0, 0, 1000),
+    timeout:
+      section.timeout === undefined
+        ? undefined
+        : c.seconds([...path, "timeout"], section.timeout, 60, true),
+    maxRetries:
+      section.max_retries === undefined
+        ? undefined
+        : c.integer([...path, "max_retries"], section.max_retries, 0, 0, 1000),
     expect: readExpect(c, [...path, "expect"], section.expect, kind),
   };
 
@@ -464,7 +537,11 @@ function readTask(c: Checker, name: string, raw: unknown): TaskDef | undefined {
     return {
       ...common,
       kind,
-      message: c.string([...path, "message"], section.message, fallback?.message ?? `Hello from ${name}`),
+      message: c.string(
+        [...path, "message"],
+        section.message,
+        fallback?.message ?? `Hello from ${name}`,
+      ),
       duration: c.seconds([...path, "duration"], section.duration, fallback?.duration ?? 0.1),
     };
   }
@@ -472,13 +549,18 @@ function readTask(c: Checker, name: string, raw: unknown): TaskDef | undefined {
     ...common,
     kind: "exec",
     command: readCommand(c, [...path, "command"], section.command),
-    cwd: section.cwd === undefined ? undefined : c.string([...path, "cwd"], section.cwd, ".", false),
+    cwd:
+      section.cwd === undefined ? undefined : c.string([...path, "cwd"], section.cwd, ".", false),
     env: readEnv(c, [...path, "env"], section.env),
     acceptArgs: c.boolean([...path, "accept_args"], section.accept_args, false),
   };
 }
 
-function readTasks(c: Checker, raw: unknown, routing: Record<string, string>): Record<string, TaskDef> {
+function readTasks(
+  c: Checker,
+  raw: unknown,
+  routing: Record<string, string>,
+): Record<string, TaskDef> {
   const tasks = dictionary<TaskDef>();
   const section = c.mapping(["tasks"], raw) ?? {};
 
@@ -488,8 +570,11 @@ function readTasks(c: Checker, raw: unknown, routing: Record<string, string>): R
     const task = readTask(c, name, value);
     if (task) tasks[name] = task;
     if (!routed.has(name)) {
-      c.fact(["tasks", name], "is not routed to any queue",
-        `add ${showKey(name)}: <queue> under task_routing`);
+      c.fact(
+        ["tasks", name],
+        "is not routed to any queue",
+        `add ${showKey(name)}: <queue> under task_routing`,
+      );
     }
   }
 
@@ -500,7 +585,11 @@ function readTasks(c: Checker, raw: unknown, routing: Record<string, string>): R
     // worker refuses to start on a queue with an undefined task (see undefinedTasks).
     const fallback = defaultTask(name);
     if (fallback) tasks[name] = fallback;
-    else c.warn(["task_routing", name], "has no definition under tasks: and no dtest worker can run it");
+    else
+      c.warn(
+        ["task_routing", name],
+        "has no definition under tasks: and no dtest worker can run it",
+      );
   }
   return tasks;
 }
@@ -518,8 +607,12 @@ function readEntry(
 
   const task = section.task;
   if (typeof task !== "string" || !Object.hasOwn(routing, task)) {
-    c.problem([...path, "task"], `must name a routed task (routed: ${known})`, task,
-      "route it under task_routing or fix the name");
+    c.problem(
+      [...path, "task"],
+      `must name a routed task (routed: ${known})`,
+      task,
+      "route it under task_routing or fix the name",
+    );
     return undefined;
   }
 
@@ -541,7 +634,11 @@ function readScenario(c: Checker, raw: unknown, routing: Record<string, string>)
   const section = c.mapping(["test_scenario"], raw) ?? {};
   c.unknownKeys(["test_scenario"], section, SECTIONS.test_scenario!);
 
-  const description = c.string(["test_scenario", "description"], section.description, "dtest scenario");
+  const description = c.string(
+    ["test_scenario", "description"],
+    section.description,
+    "dtest scenario",
+  );
   const entries = section.tasks;
   if (entries === undefined || entries === null) {
     const tasks = Object.keys(routing).map((task) => ({ task, count: 1, args: [], kwargs: {} }));
@@ -549,14 +646,19 @@ function readScenario(c: Checker, raw: unknown, routing: Record<string, string>)
   }
 
   if (!Array.isArray(entries) || entries.length === 0) {
-    c.problem(["test_scenario", "tasks"], "must be a non-empty list of tasks to send", entries,
-      'write e.g. "tasks:\\n    - task: task_a\\n      count: 2"');
+    c.problem(
+      ["test_scenario", "tasks"],
+      "must be a non-empty list of tasks to send",
+      entries,
+      'write e.g. "tasks:\\n    - task: task_a\\n      count: 2"',
+    );
     return { description, tasks: [] };
   }
 
   // Named once for every message: a file may route thousands of tasks.
   const names = Object.keys(routing);
-  const known = names.length > 8 ? `${names.slice(0, 8).join(", ")}, ...` : names.join(", ") || "none";
+  const known =
+    names.length > 8 ? `${names.slice(0, 8).join(", ")}, ...` : names.join(", ") || "none";
   const tasks = entries
     .map((entry, i) => readEntry(c, ["test_scenario", "tasks", i], entry, routing, known))
     .filter((entry): entry is ScenarioEntry => entry !== undefined);
@@ -575,9 +677,11 @@ function readSystem(c: Checker, raw: unknown, routing: Record<string, string>) {
 }
 
 function tooLarge(file: string, size: number): ConfigError {
-  return new ConfigError(file, [
-    `${file}:1: the file is ${size} bytes; a config may be at most ${MAX_CONFIG_BYTES} bytes`,
-  ], "trim the file: a scenario needs only a few kilobytes of YAML");
+  return new ConfigError(
+    file,
+    [`${file}:1: the file is ${size} bytes; a config may be at most ${MAX_CONFIG_BYTES} bytes`],
+    "trim the file: a scenario needs only a few kilobytes of YAML",
+  );
 }
 
 function decodeFile(file: string, bytes: Uint8Array): string {
@@ -589,8 +693,11 @@ function decodeFile(file: string, bytes: Uint8Array): string {
     // The decoder's own message has no position; find the first bad byte for the report.
     const offset = firstInvalidUtf8(bytes);
     const line = new TextDecoder().decode(bytes.subarray(0, offset)).split("\n").length;
-    throw new ConfigError(file, [`${file}:${line}: the file is not valid UTF-8 (byte ${offset})`],
-      "save the file as UTF-8");
+    throw new ConfigError(
+      file,
+      [`${file}:${line}: the file is not valid UTF-8 (byte ${offset})`],
+      "save the file as UTF-8",
+    );
   }
 }
 
@@ -651,8 +758,11 @@ function composeQuietly(text: string, file: string, lines: LineCounter): Documen
   const deep = tooDeep(tokens);
   if (deep !== undefined) {
     const problem = `${at(deep)} the YAML nests more than ${MAX_DEPTH} levels deep here`;
-    throw new ConfigError(file, [problem],
-      "flatten the structure: a config needs only a few levels");
+    throw new ConfigError(
+      file,
+      [problem],
+      "flatten the structure: a config needs only a few levels",
+    );
   }
 
   // The library's own duplicate-key check compares every key with every other, minutes for a
@@ -671,7 +781,8 @@ function composeQuietly(text: string, file: string, lines: LineCounter): Documen
     errors.push(`${at(start)} a second YAML document starts here; a config is one document`);
   }
 
-  if (errors.length > 0) throw new ConfigError(file, errors, "fix the YAML syntax at the lines shown");
+  if (errors.length > 0)
+    throw new ConfigError(file, errors, "fix the YAML syntax at the lines shown");
   return doc!;
 }
 
@@ -693,8 +804,12 @@ function checkNodes(c: Checker, doc: Document): void {
     const offset = node.range?.[0] ?? 0;
     if (node.tag && !PLAIN_TAGS.has(node.tag)) {
       const tag = node.tag.replace("tag:yaml.org,2002:", "!!");
-      c.node(offset, path, `has the YAML tag ${tag}, which dtest does not read`,
-        "remove the tag and write a plain value");
+      c.node(
+        offset,
+        path,
+        `has the YAML tag ${tag}, which dtest does not read`,
+        "remove the tag and write a plain value",
+      );
     }
     if (node.anchor) anchors.set(node.anchor, "open");
 
@@ -716,20 +831,32 @@ function checkNodes(c: Checker, doc: Document): void {
     const size = anchors.get(source);
     const name = showKey(source);
     if (size === undefined) {
-      c.node(offset, path, `refers to *${name}, but no &${name} comes before it`,
-        `define &${name} first, or fix the name`);
+      c.node(
+        offset,
+        path,
+        `refers to *${name}, but no &${name} comes before it`,
+        `define &${name} first, or fix the name`,
+      );
       return 1;
     }
     if (size === "open") {
-      c.node(offset, path, `refers to *${name} inside &${name} itself, a value that never ends`,
-        "write the value out instead of the alias");
+      c.node(
+        offset,
+        path,
+        `refers to *${name} inside &${name} itself, a value that never ends`,
+        "write the value out instead of the alias",
+      );
       return 1;
     }
 
     aliased += size;
     if (aliased > MAX_ALIAS_VALUES) {
-      c.node(offset, path, `expands aliases to more than ${MAX_ALIAS_VALUES} values`,
-        "write the values out, or use fewer nested aliases (*name)");
+      c.node(
+        offset,
+        path,
+        `expands aliases to more than ${MAX_ALIAS_VALUES} values`,
+        "write the values out, or use fewer nested aliases (*name)",
+      );
     }
     return size;
   };
@@ -763,8 +890,10 @@ function checkUniqueKeys(c: Checker, map: YAMLMap, path: Path): void {
     }
     const field = showPath([...path, key]);
     const where = `${c.file}:${c.lineAt(offset)}`;
-    c.problems.push(`${where}: ${field} is already on line ${c.lineAt(first)} ` +
-      "(invalid YAML: Map keys must be unique); keep one of them");
+    c.problems.push(
+      `${where}: ${field} is already on line ${c.lineAt(first)} ` +
+        "(invalid YAML: Map keys must be unique); keep one of them",
+    );
   }
 }
 
@@ -789,9 +918,12 @@ export function parseConfig(text: string, file = DEFAULT_CONFIG_FILE): DtestConf
   }
 
   if (raw === null || typeof raw !== "object" || Array.isArray(raw)) {
-    c.node(isNode(doc.contents) ? (doc.contents.range?.[0] ?? 0) : 0, [],
+    c.node(
+      isNode(doc.contents) ? (doc.contents.range?.[0] ?? 0) : 0,
+      [],
       `must be a mapping with task_routing and the other sections (got ${typeName(raw)})`,
-      "start from the default test-config.yml");
+      "start from the default test-config.yml",
+    );
     throw new ConfigError(file, c.problems);
   }
 
@@ -818,12 +950,16 @@ export function parseConfig(text: string, file = DEFAULT_CONFIG_FILE): DtestConf
 export async function loadConfig(file = DEFAULT_CONFIG_FILE): Promise<DtestConfig> {
   const handle = Bun.file(file);
   if (!(await handle.exists())) {
-    throw new ConfigError(file, [`${file}: no such file`],
-      `run from the folder that holds ${DEFAULT_CONFIG_FILE}, or pass --config PATH`);
+    throw new ConfigError(
+      file,
+      [`${file}: no such file`],
+      `run from the folder that holds ${DEFAULT_CONFIG_FILE}, or pass --config PATH`,
+    );
   }
 
   // Pipes and process substitutions report no finite size; their bytes are checked below.
-  if (Number.isFinite(handle.size) && handle.size > MAX_CONFIG_BYTES) throw tooLarge(file, handle.size);
+  if (Number.isFinite(handle.size) && handle.size > MAX_CONFIG_BYTES)
+    throw tooLarge(file, handle.size);
 
   const bytes = new Uint8Array(await handle.arrayBuffer());
   return parseConfig(decodeFile(file, bytes), file);
@@ -840,12 +976,19 @@ export function findRoute(config: DtestConfig, name: string): Route | undefined 
 
   const own = (table: object, key: string) => Object.hasOwn(table, key);
   const short = shortTaskName(name);
-  const key = own(config.routing, name) ? name
-    : own(config.routing, short) ? short
-    : Object.keys(config.routing).find((k) => shortTaskName(k) === short);
-  const def = key === undefined ? undefined
-    : own(config.tasks, key) ? config.tasks[key]
-    : own(config.tasks, shortTaskName(key)) ? config.tasks[shortTaskName(key)] : undefined;
+  const key = own(config.routing, name)
+    ? name
+    : own(config.routing, short)
+      ? short
+      : Object.keys(config.routing).find((k) => shortTaskName(k) === short);
+  const def =
+    key === undefined
+      ? undefined
+      : own(config.tasks, key)
+        ? config.tasks[key]
+        : own(config.tasks, shortTaskName(key))
+          ? config.tasks[shortTaskName(key)]
+          : undefined;
   const route = key === undefined ? undefined : { key, queue: config.routing[key]!, def };
   cache.set(name, route);
   return route;

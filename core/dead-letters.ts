@@ -43,7 +43,9 @@ async function visit(
   limit: number,
   decide: (letter: DeadLetter) => boolean,
 ): Promise<{ seen: DeadLetter[]; moved: number }> {
-  const existing = (await inspectQueues(model, queues.map(deadLetterQueue))).filter((s) => s.exists);
+  const existing = (await inspectQueues(model, queues.map(deadLetterQueue))).filter(
+    (s) => s.exists,
+  );
   const channel = await model.createConfirmChannel();
   const seen: DeadLetter[] = [];
   let moved = 0;
@@ -73,22 +75,33 @@ async function visit(
 
 function republish(channel: ConfirmChannel, queue: string, msg: GetMessage): Promise<void> {
   const p = msg.properties;
-  const headers = Object.fromEntries(Object.entries(p.headers ?? {}).filter(([k]) => !DTEST_HEADERS.includes(k)));
+  const headers = Object.fromEntries(
+    Object.entries(p.headers ?? {}).filter(([k]) => !DTEST_HEADERS.includes(k)),
+  );
   return new Promise((resolve, reject) => {
-    channel.sendToQueue(queue, msg.content, {
-      contentType: p.contentType,
-      contentEncoding: p.contentEncoding,
-      correlationId: p.correlationId,
-      replyTo: p.replyTo,
-      priority: p.priority,
-      deliveryMode: 2,
-      headers: tagIntegers(headers) as Record<string, unknown>,
-    }, (err) => (err ? reject(err) : resolve()));
+    channel.sendToQueue(
+      queue,
+      msg.content,
+      {
+        contentType: p.contentType,
+        contentEncoding: p.contentEncoding,
+        correlationId: p.correlationId,
+        replyTo: p.replyTo,
+        priority: p.priority,
+        deliveryMode: 2,
+        headers: tagIntegers(headers) as Record<string, unknown>,
+      },
+      (err) => (err ? reject(err) : resolve()),
+    );
   });
 }
 
 /** Lists up to `limit` dead letters per queue without removing them. */
-export async function listDeadLetters(model: RecoveringChannelModel, queues: string[], limit: number): Promise<DeadLetter[]> {
+export async function listDeadLetters(
+  model: RecoveringChannelModel,
+  queues: string[],
+  limit: number,
+): Promise<DeadLetter[]> {
   return (await visit(model, queues, limit, () => false)).seen;
 }
 
@@ -99,11 +112,14 @@ export async function requeueDeadLetters(
   limit: number,
   ids?: string[],
 ): Promise<number> {
-  return (await visit(model, queues, limit, (l) => !ids || (l.id !== null && ids.includes(l.id)))).moved;
+  return (await visit(model, queues, limit, (l) => !ids || (l.id !== null && ids.includes(l.id))))
+    .moved;
 }
 
 export function renderDeadLetters(letters: DeadLetter[]): string[] {
   if (letters.length === 0) return ["No dead-lettered messages."];
-  return letters.map((l) =>
-    `${l.queue}  ${l.task ?? "?"}[${l.id ?? "no id"}]  ${l.bytes} B  ${l.time ?? ""}  ${l.worker ?? ""}\n    reason: ${l.reason}`);
+  return letters.map(
+    (l) =>
+      `${l.queue}  ${l.task ?? "?"}[${l.id ?? "no id"}]  ${l.bytes} B  ${l.time ?? ""}  ${l.worker ?? ""}\n    reason: ${l.reason}`,
+  );
 }

@@ -18,8 +18,23 @@ import {
 import { scenarioQueues, type DtestConfig } from "./config.ts";
 import { EXIT } from "./errors.ts";
 import type { Logger } from "./log.ts";
-import { decodeResult, encodeTask, newTask, ProtocolError, WANT_RUN_INFO, type TaskMessage } from "./protocol.ts";
-import { applyReply, recordLabel, renderResults, renderTotals, totals, type RunTotals, type TaskRecord } from "./results.ts";
+import {
+  decodeResult,
+  encodeTask,
+  newTask,
+  ProtocolError,
+  WANT_RUN_INFO,
+  type TaskMessage,
+} from "./protocol.ts";
+import {
+  applyReply,
+  recordLabel,
+  renderResults,
+  renderTotals,
+  totals,
+  type RunTotals,
+  type TaskRecord,
+} from "./results.ts";
 
 export interface DispatchOptions {
   config: DtestConfig;
@@ -122,19 +137,30 @@ class Dispatch {
     const entries: Pending[] = [];
     const perTask = new Map<string, number>();
     const totalOf = new Map<string, number>();
-    for (const entry of config.scenario.tasks) totalOf.set(entry.task, (totalOf.get(entry.task) ?? 0) + entry.count);
+    for (const entry of config.scenario.tasks)
+      totalOf.set(entry.task, (totalOf.get(entry.task) ?? 0) + entry.count);
 
     for (const entry of config.scenario.tasks) {
       for (let i = 0; i < entry.count; i++) {
         const index = (perTask.get(entry.task) ?? 0) + 1;
         perTask.set(entry.task, index);
         const task = newTask({
-          name: entry.task, args: entry.args, kwargs: entry.kwargs, replyTo: this.replyQueue,
+          name: entry.task,
+          args: entry.args,
+          kwargs: entry.kwargs,
+          replyTo: this.replyQueue,
           extraHeaders: { [WANT_RUN_INFO]: true },
         });
         const record: TaskRecord = {
-          id: task.id, task: entry.task, queue: config.routing[entry.task]!, index, of: totalOf.get(entry.task)!,
-          sentAt: 0, status: "PENDING", retries: 0, duplicates: 0,
+          id: task.id,
+          task: entry.task,
+          queue: config.routing[entry.task]!,
+          index,
+          of: totalOf.get(entry.task)!,
+          sentAt: 0,
+          status: "PENDING",
+          retries: 0,
+          duplicates: 0,
         };
         entries.push({ record, task, confirmed: false });
       }
@@ -151,7 +177,8 @@ class Dispatch {
       // An unconfirmed publish, or one refused by a closing channel, is sent again by
       // openChannel after the reconnect.
       const settle = (err: Error | null | undefined) => {
-        if (err) this.log.warn(`publish of ${entry.task.id} not confirmed (${err.message}); will resend`);
+        if (err)
+          this.log.warn(`publish of ${entry.task.id} not confirmed (${err.message}); will resend`);
         else entry.confirmed = true;
         resolve();
       };
@@ -177,7 +204,8 @@ class Dispatch {
 
     for (const entry of entries) entry.record.sentAt = Date.now();
     await Promise.all(entries.map((entry) => this.publish(entry)));
-    for (const entry of entries) print(`${recordLabel(entry.record)} sent with ID: ${entry.task.id}`);
+    for (const entry of entries)
+      print(`${recordLabel(entry.record)} sent with ID: ${entry.task.id}`);
     print("Waiting for results...");
 
     const outcome = await waitFor(done, timeout * 1000, signal);
@@ -190,16 +218,35 @@ class Dispatch {
     return this.verdict(records, sums, outcome);
   }
 
-  private verdict(records: TaskRecord[], sums: RunTotals, outcome: "done" | "timeout" | "aborted"): DispatchReport {
+  private verdict(
+    records: TaskRecord[],
+    sums: RunTotals,
+    outcome: "done" | "timeout" | "aborted",
+  ): DispatchReport {
     const times = { startedAt: this.startedAt, finishedAt: Date.now() };
     if (outcome !== "done") {
-      const missing = records.filter((r) => r.finishedAt === undefined).map((r) => `${r.task}[${r.id}]`);
-      const why = outcome === "timeout" ? `no result within ${this.options.timeout} s` : "interrupted";
+      const missing = records
+        .filter((r) => r.finishedAt === undefined)
+        .map((r) => `${r.task}[${r.id}]`);
+      const why =
+        outcome === "timeout" ? `no result within ${this.options.timeout} s` : "interrupted";
       this.log.error(`${why} for ${missing.length} task(s): ${missing.slice(0, 10).join(", ")}`);
-      return { records, totals: sums, exitCode: EXIT.unreachable, reason: `${why} for ${missing.length} task(s)`, ...times };
+      return {
+        records,
+        totals: sums,
+        exitCode: EXIT.unreachable,
+        reason: `${why} for ${missing.length} task(s)`,
+        ...times,
+      };
     }
     if (sums.failed > 0) {
-      return { records, totals: sums, exitCode: EXIT.tasksFailed, reason: `${sums.failed} task(s) failed`, ...times };
+      return {
+        records,
+        totals: sums,
+        exitCode: EXIT.tasksFailed,
+        reason: `${sums.failed} task(s) failed`,
+        ...times,
+      };
     }
     return { records, totals: sums, exitCode: EXIT.ok, reason: "all tasks succeeded", ...times };
   }
@@ -225,7 +272,8 @@ class Dispatch {
       this.log.debug(`reply for unknown task ${reply.task_id} ignored`);
       return;
     }
-    if (reply.status === "RETRY") this.log.info(`${entry.record.task}[${reply.task_id}] will be retried`);
+    if (reply.status === "RETRY")
+      this.log.info(`${entry.record.task}[${reply.task_id}] will be retried`);
     if (applyReply(entry.record, reply, Date.now(), msg.properties.headers)) {
       this.remaining--;
       if (this.remaining === 0) this.allDone?.();
@@ -240,7 +288,11 @@ class Dispatch {
   }
 }
 
-async function waitFor(done: Promise<void>, ms: number, signal: AbortSignal): Promise<"done" | "timeout" | "aborted"> {
+async function waitFor(
+  done: Promise<void>,
+  ms: number,
+  signal: AbortSignal,
+): Promise<"done" | "timeout" | "aborted"> {
   let timer: Timer | undefined;
   let onAbort: (() => void) | undefined;
   const result = await Promise.race([

@@ -19,7 +19,11 @@ export const HEARTBEAT_SECONDS = 2;
 const FLUSH_MS = 100;
 const MAX_BATCH = 200;
 
-export type CeleryEvent = Record<string, unknown> & { type: string; hostname: string; timestamp: number };
+export type CeleryEvent = Record<string, unknown> & {
+  type: string;
+  hostname: string;
+  timestamp: number;
+};
 
 export interface WorkerStats {
   active: number;
@@ -147,7 +151,8 @@ export function decodeEvents(message: Pick<ConsumeMessage, "content">): CeleryEv
 
   const items = Array.isArray(body) ? body : [body];
   return items.filter(
-    (e): e is CeleryEvent => !!e && typeof e === "object" && typeof (e as CeleryEvent).type === "string",
+    (e): e is CeleryEvent =>
+      !!e && typeof e === "object" && typeof (e as CeleryEvent).type === "string",
   );
 }
 
@@ -155,7 +160,10 @@ export function decodeEvents(message: Pick<ConsumeMessage, "content">): CeleryEv
  * Subscribes to every event on the exchange through a queue of its own, declared as Celery's
  * event receivers declare theirs (auto-delete, 5 s message TTL, 60 s expiry).
  */
-export async function subscribeEvents(channel: Channel, onEvents: (events: CeleryEvent[]) => void): Promise<string> {
+export async function subscribeEvents(
+  channel: Channel,
+  onEvents: (events: CeleryEvent[]) => void,
+): Promise<string> {
   await declareEventExchange(channel);
   const queue = `celeryev.${crypto.randomUUID()}`;
   await channel.assertQueue(queue, {

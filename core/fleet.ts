@@ -6,7 +6,13 @@
 import type { RecoveringChannelModel } from "amqplib";
 
 import { deadLetterQueue, inspectQueues } from "./broker.ts";
-import { mustCompose, serviceContainers, serviceQueues, type Compose, type ServiceContainers } from "./compose.ts";
+import {
+  mustCompose,
+  serviceContainers,
+  serviceQueues,
+  type Compose,
+  type ServiceContainers,
+} from "./compose.ts";
 import { BrokerError, UsageError } from "./errors.ts";
 import { HEARTBEAT_SECONDS, subscribeEvents, type CeleryEvent } from "./events.ts";
 import type { Logger } from "./log.ts";
@@ -39,7 +45,10 @@ export interface FleetStatus {
 }
 
 /** Listens to the event stream for `ms` and returns the workers that announced themselves. */
-export async function collectWorkers(model: RecoveringChannelModel, ms: number): Promise<WorkerInfo[]> {
+export async function collectWorkers(
+  model: RecoveringChannelModel,
+  ms: number,
+): Promise<WorkerInfo[]> {
   const channel = await model.createChannel();
   const seen = new Map<string, WorkerInfo>();
   const onEvents = (events: CeleryEvent[]) => {
@@ -65,10 +74,20 @@ export async function collectWorkers(model: RecoveringChannelModel, ms: number):
   await Promise.all([channel.close(), control.close()]);
 
   for (const [hostname, value] of Object.entries(queuesOf)) {
-    const queues = Array.isArray(value) ? value.map((q) => String((q as { name?: unknown }).name)) : [];
+    const queues = Array.isArray(value)
+      ? value.map((q) => String((q as { name?: unknown }).name))
+      : [];
     const known = seen.get(hostname);
     if (known) known.queues = known.queues.length ? known.queues : queues;
-    else seen.set(hostname, { hostname, queues, active: 0, held: 0, processed: 0, software: "no heartbeat seen" });
+    else
+      seen.set(hostname, {
+        hostname,
+        queues,
+        active: 0,
+        held: 0,
+        processed: 0,
+        software: "no heartbeat seen",
+      });
   }
   return [...seen.values()].sort((a, b) => a.hostname.localeCompare(b.hostname));
 }
@@ -86,40 +105,63 @@ export async function readStatus(
     collectWorkers(model, listenMs),
   ]);
   // The event stream carries every worker on the broker; show those of this config's queues.
-  const workers = everyone.filter((w) => w.queues.length === 0 || w.queues.some((q) => queues.includes(q)));
+  const workers = everyone.filter(
+    (w) => w.queues.length === 0 || w.queues.some((q) => queues.includes(q)),
+  );
 
   const status = states.map((s, i) => ({
     queue: s.queue,
     consumers: s.consumers,
     ready: s.messages,
-    unacked: workers.filter((w) => w.queues.includes(s.queue)).reduce((sum, w) => sum + w.active + w.held, 0),
+    unacked: workers
+      .filter((w) => w.queues.includes(s.queue))
+      .reduce((sum, w) => sum + w.active + w.held, 0),
     deadLetters: dead[i]!.messages,
   }));
 
   if (!compose) return { queues: status, workers, containers: null };
   try {
-    return { queues: status, workers, containers: await serviceContainers(compose, Object.keys(serviceQueues(compose.files))) };
+    return {
+      queues: status,
+      workers,
+      containers: await serviceContainers(compose, Object.keys(serviceQueues(compose.files))),
+    };
   } catch (err) {
     // The broker's view is still worth printing when the container engine is down.
-    return { queues: status, workers, containers: null, containersError: (err as Error).message.split("\n")[0] };
+    return {
+      queues: status,
+      workers,
+      containers: null,
+      containersError: (err as Error).message.split("\n")[0],
+    };
   }
 }
 
 export function renderStatus(status: FleetStatus): string[] {
   const lines = ["QUEUE                 WORKERS  READY  UNACKED  DEAD"];
   for (const q of status.queues) {
-    lines.push(`${q.queue.padEnd(22)}${String(q.consumers).padStart(7)}${String(q.ready).padStart(7)}${String(q.unacked).padStart(9)}${String(q.deadLetters).padStart(6)}`);
+    lines.push(
+      `${q.queue.padEnd(22)}${String(q.consumers).padStart(7)}${String(q.ready).padStart(7)}${String(q.unacked).padStart(9)}${String(q.deadLetters).padStart(6)}`,
+    );
   }
 
-  lines.push("", status.workers.length ? "WORKERS (from heartbeats)" : "WORKERS: none sent a heartbeat");
+  lines.push(
+    "",
+    status.workers.length ? "WORKERS (from heartbeats)" : "WORKERS: none sent a heartbeat",
+  );
   for (const w of status.workers) {
-    lines.push(`  ${w.hostname}  queues ${w.queues.join(",") || "?"}  active ${w.active}  processed ${w.processed}  (${w.software})`);
+    lines.push(
+      `  ${w.hostname}  queues ${w.queues.join(",") || "?"}  active ${w.active}  processed ${w.processed}  (${w.software})`,
+    );
   }
 
   if (status.containersError) lines.push("", `CONTAINERS: not shown (${status.containersError})`);
   if (status.containers) {
     lines.push("", "CONTAINERS");
-    for (const c of status.containers) lines.push(`  ${c.service}: ${c.running} running${c.names.length ? ` (${c.names.join(", ")})` : ""}`);
+    for (const c of status.containers)
+      lines.push(
+        `  ${c.service}: ${c.running} running${c.names.length ? ` (${c.names.join(", ")})` : ""}`,
+      );
   }
   return lines;
 }
@@ -144,13 +186,18 @@ export async function scaleServices(options: ScaleOptions): Promise<QueueStatus[
   const queues = serviceQueues(compose.files);
   const unknown = Object.keys(targets).filter((s) => !(s in queues));
   if (unknown.length > 0) {
-    throw new UsageError(`no worker service named ${unknown.join(", ")} in ${compose.files.join(", ")}`,
-      `use one of: ${Object.keys(queues).join(", ")}`);
+    throw new UsageError(
+      `no worker service named ${unknown.join(", ")} in ${compose.files.join(", ")}`,
+      `use one of: ${Object.keys(queues).join(", ")}`,
+    );
   }
 
   const services = Object.keys(targets);
   const before = await serviceContainers(compose, services);
-  const states = await inspectQueues(model, services.map((s) => queues[s]!));
+  const states = await inspectQueues(
+    model,
+    services.map((s) => queues[s]!),
+  );
   const expected = new Map<string, number>();
   services.forEach((service, i) => {
     const queue = queues[service]!;
@@ -177,14 +224,27 @@ async function waitForConsumers(
     const states = await inspectQueues(model, queues);
     const done = states.every((s) => s.consumers === expected.get(s.queue));
     if (done) {
-      options.logger.success(states.map((s) => `${s.queue}: ${s.consumers} consumer(s)`).join(", "));
-      return states.map((s) => ({ queue: s.queue, consumers: s.consumers, ready: s.messages, unacked: 0, deadLetters: 0 }));
+      options.logger.success(
+        states.map((s) => `${s.queue}: ${s.consumers} consumer(s)`).join(", "),
+      );
+      return states.map((s) => ({
+        queue: s.queue,
+        consumers: s.consumers,
+        ready: s.messages,
+        unacked: 0,
+        deadLetters: 0,
+      }));
     }
     if (Date.now() > deadline) {
-      const seen = states.map((s) => `${s.queue} has ${s.consumers}, expected ${expected.get(s.queue)}`).join("; ");
-      throw new BrokerError(`the broker did not show the new consumer counts within ${options.wait} s: ${seen}`, {
-        hint: "check the containers' logs (make logs) for workers that cannot reach the broker",
-      });
+      const seen = states
+        .map((s) => `${s.queue} has ${s.consumers}, expected ${expected.get(s.queue)}`)
+        .join("; ");
+      throw new BrokerError(
+        `the broker did not show the new consumer counts within ${options.wait} s: ${seen}`,
+        {
+          hint: "check the containers' logs (make logs) for workers that cannot reach the broker",
+        },
+      );
     }
     options.signal.throwIfAborted();
     await Bun.sleep(200);

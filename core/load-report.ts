@@ -9,7 +9,10 @@ const HEIGHT = 220;
 const PAD = 40;
 
 function escape(text: string): string {
-  return text.replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]!);
+  return text.replace(
+    /[&<>"]/g,
+    (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]!,
+  );
 }
 
 function axes(xLabel: string, yLabel: string): string {
@@ -62,15 +65,23 @@ export function renderLoadHtml(report: LoadReport, title: string): string {
   const t = report.tasks;
   const l = report.latency_ms;
   const rows: [string, string][] = [
-    ["Tasks", `sent ${t.sent}, succeeded ${t.succeeded}, failed ${t.failed}, lost ${t.lost}, duplicates ${t.duplicates}`],
+    [
+      "Tasks",
+      `sent ${t.sent}, succeeded ${t.succeeded}, failed ${t.failed}, lost ${t.lost}, duplicates ${t.duplicates}`,
+    ],
     ["Retries", String(t.retries)],
     ["Total time", `${report.total_seconds.toFixed(3)} s`],
     ["Throughput", `${report.throughput_per_second.toFixed(1)} tasks/s`],
     ["Latency", `p50 ${l.p50} ms, p95 ${l.p95} ms, p99 ${l.p99} ms, max ${l.max} ms`],
-    ["Workers", `start ${JSON.stringify(report.workers.start)}, end ${JSON.stringify(report.workers.end)}`],
+    [
+      "Workers",
+      `start ${JSON.stringify(report.workers.start)}, end ${JSON.stringify(report.workers.end)}`,
+    ],
     ["Result", report.reason],
   ];
-  const table = rows.map(([k, v]) => `<tr><th>${escape(k)}</th><td>${escape(v)}</td></tr>`).join("\n");
+  const table = rows
+    .map(([k, v]) => `<tr><th>${escape(k)}</th><td>${escape(v)}</td></tr>`)
+    .join("\n");
 
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>${escape(title)}</title>

@@ -60,7 +60,14 @@ export interface LoadProgress {
 
 export interface LoadReport {
   version: number;
-  tasks: { sent: number; succeeded: number; failed: number; lost: number; duplicates: number; retries: number };
+  tasks: {
+    sent: number;
+    succeeded: number;
+    failed: number;
+    lost: number;
+    duplicates: number;
+    retries: number;
+  };
   workers: { start: Record<string, number>; end: Record<string, number> };
   total_seconds: number;
   throughput_per_second: number;
@@ -97,7 +104,10 @@ class LoadTest {
     this.log = options.logger.withTag("load-test");
     const routed = Object.keys(options.config.routing);
     if (options.only && !routed.includes(options.only)) {
-      throw new UsageError(`--task ${options.only} is not routed in ${options.config.file}`, `use one of: ${routed.join(", ")}`);
+      throw new UsageError(
+        `--task ${options.only} is not routed in ${options.config.file}`,
+        `use one of: ${routed.join(", ")}`,
+      );
     }
     this.names = options.only ? [options.only] : routed;
   }
@@ -111,7 +121,9 @@ class LoadTest {
   }
 
   private seqOf(id: string): number | undefined {
-    return id.startsWith(this.prefix) ? Number.parseInt(id.slice(this.prefix.length), 16) : undefined;
+    return id.startsWith(this.prefix)
+      ? Number.parseInt(id.slice(this.prefix.length), 16)
+      : undefined;
   }
 
   async run(): Promise<LoadReport> {
@@ -126,7 +138,12 @@ class LoadTest {
 
     try {
       const queues = [...new Set(this.names.map((n) => options.config.routing[n]!))];
-      const start = await waitForWorkers(this.broker.model, queues, options.workerWait * 1000, options.signal);
+      const start = await waitForWorkers(
+        this.broker.model,
+        queues,
+        options.workerWait * 1000,
+        options.signal,
+      );
       const began = performance.now();
       this.timeline = new Timeline(began);
 
@@ -160,7 +177,8 @@ class LoadTest {
     this.unackedCount = 0;
 
     const resend = [...this.sentAt.keys()].filter((seq) => !this.confirmed.has(seq));
-    if (resend.length > 0) this.log.warn(`resending ${resend.length} task(s) the broker had not confirmed`);
+    if (resend.length > 0)
+      this.log.warn(`resending ${resend.length} task(s) the broker had not confirmed`);
     for (const seq of resend) this.publish(seq);
   }
 
@@ -170,7 +188,13 @@ class LoadTest {
     if (!channel) return true;
 
     const name = this.names[seq % this.names.length]!;
-    const task = newTask({ id: this.idOf(seq), name, args: [], kwargs: {}, replyTo: this.replyQueue });
+    const task = newTask({
+      id: this.idOf(seq),
+      name,
+      args: [],
+      kwargs: {},
+      replyTo: this.replyQueue,
+    });
     const { content, options } = encodeTask(task);
     try {
       return channel.publish("", this.options.config.routing[name]!, content, options, (err) => {
@@ -282,7 +306,8 @@ class LoadTest {
     const value = result as Record<string, unknown> | null;
     const name = this.names[seq % this.names.length]!;
     const retryCount = value?.retry_count;
-    this.counts.retries += typeof retryCount === "number" ? retryCount : this.retryReplies.get(seq) ?? 0;
+    this.counts.retries +=
+      typeof retryCount === "number" ? retryCount : (this.retryReplies.get(seq) ?? 0);
     this.retryReplies.delete(seq);
     if (typeof value?.execution_time === "number") {
       if (!this.execution.has(name)) this.execution.set(name, new Summary());
@@ -320,22 +345,43 @@ class LoadTest {
 
   private reportProgress(began: number): void {
     const elapsedSeconds = (performance.now() - began) / 1000;
-    this.options.onProgress?.({ sent: this.counts.sent, done: this.done, planned: this.planned(), elapsedSeconds });
+    this.options.onProgress?.({
+      sent: this.counts.sent,
+      done: this.done,
+      planned: this.planned(),
+      elapsedSeconds,
+    });
   }
 
-  private report(start: QueueState[], end: QueueState[], elapsed: number, outcome: string): LoadReport {
+  private report(
+    start: QueueState[],
+    end: QueueState[],
+    elapsed: number,
+    outcome: string,
+  ): LoadReport {
     const c = this.counts;
     const lost = c.sent - this.done;
-    const asMap = (states: QueueState[]) => Object.fromEntries(states.map((s) => [s.queue, s.consumers]));
+    const asMap = (states: QueueState[]) =>
+      Object.fromEntries(states.map((s) => [s.queue, s.consumers]));
     const round = (n: number, digits = 3) => Math.round(n * 10 ** digits) / 10 ** digits;
     const exitCode = lost > 0 ? EXIT.unreachable : c.failed > 0 ? EXIT.tasksFailed : EXIT.ok;
-    const reason = lost > 0
-      ? `${lost} task(s) without a result (${outcome === "aborted" ? "interrupted" : `waited ${this.options.timeout} s`})`
-      : c.failed > 0 ? `${c.failed} task(s) failed` : "all tasks succeeded";
+    const reason =
+      lost > 0
+        ? `${lost} task(s) without a result (${outcome === "aborted" ? "interrupted" : `waited ${this.options.timeout} s`})`
+        : c.failed > 0
+          ? `${c.failed} task(s) failed`
+          : "all tasks succeeded";
 
     return {
       version: LOAD_REPORT_VERSION,
-      tasks: { sent: c.sent, succeeded: c.succeeded, failed: c.failed, lost, duplicates: c.duplicates, retries: c.retries },
+      tasks: {
+        sent: c.sent,
+        succeeded: c.succeeded,
+        failed: c.failed,
+        lost,
+        duplicates: c.duplicates,
+        retries: c.retries,
+      },
       workers: { start: asMap(start), end: asMap(end) },
       total_seconds: round(elapsed),
       throughput_per_second: round(elapsed > 0 ? this.done / elapsed : 0, 1),
@@ -346,9 +392,16 @@ class LoadTest {
         max: round(this.latency.max),
         mean: round(this.latency.mean()),
       },
-      execution_seconds: Object.fromEntries([...this.execution].map(([name, s]) => [name, { count: s.count, mean: round(s.mean(), 4), max: round(s.max, 4) }])),
+      execution_seconds: Object.fromEntries(
+        [...this.execution].map(([name, s]) => [
+          name,
+          { count: s.count, mean: round(s.mean(), 4), max: round(s.max, 4) },
+        ]),
+      ),
       timeline: this.timeline.perSecond.map((completed, second) => ({ second, completed })),
-      histogram: this.latency.bars().map((b) => ({ from_ms: round(b.fromMs), to_ms: round(b.toMs), count: b.count })),
+      histogram: this.latency
+        .bars()
+        .map((b) => ({ from_ms: round(b.fromMs), to_ms: round(b.toMs), count: b.count })),
       exit_code: exitCode,
       reason,
     };
@@ -367,7 +420,10 @@ export function runLoadTest(options: LoadOptions): Promise<LoadReport> {
 
 /** The console report. */
 export function renderLoadReport(r: LoadReport): string[] {
-  const workers = (m: Record<string, number>) => Object.entries(m).map(([q, n]) => `${q}=${n}`).join(", ");
+  const workers = (m: Record<string, number>) =>
+    Object.entries(m)
+      .map(([q, n]) => `${q}=${n}`)
+      .join(", ");
   const lines = [
     `Workers at start: ${workers(r.workers.start)}`,
     `Workers at end: ${workers(r.workers.end)}`,
@@ -378,7 +434,9 @@ export function renderLoadReport(r: LoadReport): string[] {
     `Latency (publish to result): p50 ${r.latency_ms.p50.toFixed(2)}ms, p95 ${r.latency_ms.p95.toFixed(2)}ms, p99 ${r.latency_ms.p99.toFixed(2)}ms, max ${r.latency_ms.max.toFixed(2)}ms`,
   ];
   for (const [name, s] of Object.entries(r.execution_seconds)) {
-    lines.push(`Execution time ${name}: mean ${s.mean.toFixed(4)}s, max ${s.max.toFixed(4)}s (${s.count} tasks)`);
+    lines.push(
+      `Execution time ${name}: mean ${s.mean.toFixed(4)}s, max ${s.max.toFixed(4)}s (${s.count} tasks)`,
+    );
   }
   if (r.exit_code !== EXIT.ok) lines.push(`FAILED: ${r.reason}`);
   return lines;

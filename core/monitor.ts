@@ -48,7 +48,15 @@ export class MonitorState {
   private counts(queue: string): QueueCounts {
     let counts = this.queues.get(queue);
     if (!counts) {
-      counts = { received: 0, started: 0, succeeded: 0, failed: 0, retried: 0, runtimeSum: 0, recent: [] };
+      counts = {
+        received: 0,
+        started: 0,
+        succeeded: 0,
+        failed: 0,
+        retried: 0,
+        runtimeSum: 0,
+        recent: [],
+      };
       this.queues.set(queue, counts);
     }
     return counts;
@@ -91,17 +99,25 @@ export class MonitorState {
 
   private applyWorker(event: CeleryEvent, now: number): CeleryEvent {
     const existing = this.workers.get(event.hostname);
-    const queues = Array.isArray(event.queues) ? event.queues.map(String) : existing?.queues ?? [];
+    const queues = Array.isArray(event.queues)
+      ? event.queues.map(String)
+      : (existing?.queues ?? []);
     const online = event.type !== "worker-offline";
     this.workers.set(event.hostname, {
-      hostname: event.hostname, queues, lastSeen: now, freq: Number(event.freq ?? HEARTBEAT_SECONDS), online,
+      hostname: event.hostname,
+      queues,
+      lastSeen: now,
+      freq: Number(event.freq ?? HEARTBEAT_SECONDS),
+      online,
     });
     return { ...event, queue: queues.join(",") || "?", joined: online && !existing?.online };
   }
 
   /** Workers whose heartbeats stopped: more than two missed beats. Marks them offline. */
   lost(now = Date.now()): WorkerState[] {
-    const gone = [...this.workers.values()].filter((w) => w.online && now - w.lastSeen > w.freq * 2500);
+    const gone = [...this.workers.values()].filter(
+      (w) => w.online && now - w.lastSeen > w.freq * 2500,
+    );
     for (const w of gone) w.online = false;
     return gone;
   }
@@ -110,7 +126,9 @@ export class MonitorState {
   summary(now = Date.now()): string[] {
     return [...this.queues.entries()].sort().map(([queue, c]) => {
       c.recent = c.recent.filter((t) => now - t <= RATE_WINDOW_SECONDS * 1000);
-      const workers = [...this.workers.values()].filter((w) => w.online && w.queues.includes(queue)).length;
+      const workers = [...this.workers.values()].filter(
+        (w) => w.online && w.queues.includes(queue),
+      ).length;
       const done = c.succeeded + c.failed;
       const mean = done ? (c.runtimeSum / done).toFixed(3) : "-";
       const rate = (c.recent.length / RATE_WINDOW_SECONDS).toFixed(1);
@@ -186,8 +204,17 @@ export async function monitor(options: MonitorOptions): Promise<void> {
 
   const timer = setInterval(() => {
     for (const w of state.lost()) {
-      const event = { type: "worker-lost", hostname: w.hostname, timestamp: Date.now() / 1000, queue: w.queues.join(",") };
-      print(options.json ? JSON.stringify(event) : `${clock(event)} worker lost    ${w.hostname} (no heartbeat)`);
+      const event = {
+        type: "worker-lost",
+        hostname: w.hostname,
+        timestamp: Date.now() / 1000,
+        queue: w.queues.join(","),
+      };
+      print(
+        options.json
+          ? JSON.stringify(event)
+          : `${clock(event)} worker lost    ${w.hostname} (no heartbeat)`,
+      );
     }
     if (!options.json) for (const line of state.summary()) print(`-- ${line}`);
   }, options.interval * 1000);

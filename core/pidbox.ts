@@ -30,7 +30,16 @@ export interface WorkerFacts {
 export function kombuQueue(name: string): Record<string, unknown> {
   return {
     name,
-    exchange: { name, type: "direct", arguments: null, durable: true, passive: false, auto_delete: false, delivery_mode: null, no_declare: false },
+    exchange: {
+      name,
+      type: "direct",
+      arguments: null,
+      durable: true,
+      passive: false,
+      auto_delete: false,
+      delivery_mode: null,
+      no_declare: false,
+    },
     routing_key: name,
     queue_arguments: null,
     binding_arguments: null,
@@ -66,7 +75,11 @@ export function answer(request: ControlRequest, facts: WorkerFacts): unknown {
   }
 }
 
-function isForMe(request: ControlRequest, hostname: string, headers: Record<string, unknown> | undefined): boolean {
+function isForMe(
+  request: ControlRequest,
+  hostname: string,
+  headers: Record<string, unknown> | undefined,
+): boolean {
   const expires = Number(headers?.expires ?? 0);
   if (expires && expires * 1000 < Date.now()) return false;
   if (request.method === "hello" && request.arguments?.from_node === hostname) return false;
@@ -74,7 +87,11 @@ function isForMe(request: ControlRequest, hostname: string, headers: Record<stri
 }
 
 /** Declares this worker's control queue and answers commands on `channel`. */
-export async function serveControl(channel: Channel, facts: WorkerFacts, onError: (err: Error) => void): Promise<void> {
+export async function serveControl(
+  channel: Channel,
+  facts: WorkerFacts,
+  onError: (err: Error) => void,
+): Promise<void> {
   const queue = `${facts.hostname}.celery.pidbox`;
   await channel.assertExchange(PIDBOX_EXCHANGE, "fanout", { durable: false });
   await channel.assertQueue(queue, { durable: false, autoDelete: true, arguments: QUEUE_ARGS });
@@ -82,32 +99,48 @@ export async function serveControl(channel: Channel, facts: WorkerFacts, onError
   await channel.assertExchange(REPLY_EXCHANGE, "direct", { durable: false });
 
   let clock = 0;
-  await channel.consume(queue, (msg) => {
-    if (!msg) return;
-    try {
-      const request = JSON.parse(msg.content.toString("utf8")) as ControlRequest;
-      if (!isForMe(request, facts.hostname, msg.properties.headers)) return;
+  await channel.consume(
+    queue,
+    (msg) => {
+      if (!msg) return;
+      try {
+        const request = JSON.parse(msg.content.toString("utf8")) as ControlRequest;
+        if (!isForMe(request, facts.hostname, msg.properties.headers)) return;
 
-      const value = answer(request, facts);
-      if (!request.reply_to || !request.ticket) return;
-      channel.publish(request.reply_to.exchange, request.reply_to.routing_key, Buffer.from(JSON.stringify({ [facts.hostname]: value })), {
-        contentType: CONTENT_TYPE,
-        contentEncoding: CONTENT_ENCODING,
-        deliveryMode: 1,
-        headers: tagIntegers({ ticket: request.ticket, clock: ++clock }) as Record<string, unknown>,
-      });
-    } catch (err) {
-      // A malformed control message must not stop the worker; it is logged and skipped.
-      onError(err as Error);
-    }
-  }, { noAck: true });
+        const value = answer(request, facts);
+        if (!request.reply_to || !request.ticket) return;
+        channel.publish(
+          request.reply_to.exchange,
+          request.reply_to.routing_key,
+          Buffer.from(JSON.stringify({ [facts.hostname]: value })),
+          {
+            contentType: CONTENT_TYPE,
+            contentEncoding: CONTENT_ENCODING,
+            deliveryMode: 1,
+            headers: tagIntegers({ ticket: request.ticket, clock: ++clock }) as Record<
+              string,
+              unknown
+            >,
+          },
+        );
+      } catch (err) {
+        // A malformed control message must not stop the worker; it is logged and skipped.
+        onError(err as Error);
+      }
+    },
+    { noAck: true },
+  );
 }
 
 /**
  * Broadcasts a command and gathers replies for `ms`: `{hostname: value}` per worker. The
  * reply queue is declared as a Celery client declares its own.
  */
-export async function broadcast(channel: Channel, method: string, ms: number): Promise<Record<string, unknown>> {
+export async function broadcast(
+  channel: Channel,
+  method: string,
+  ms: number,
+): Promise<Record<string, unknown>> {
   const oid = crypto.randomUUID();
   const queue = `${oid}.reply.celery.pidbox`;
   await channel.assertExchange(PIDBOX_EXCHANGE, "fanout", { durable: false });
@@ -117,16 +150,28 @@ export async function broadcast(channel: Channel, method: string, ms: number): P
 
   const ticket = crypto.randomUUID();
   const replies: Record<string, unknown> = {};
-  await channel.consume(queue, (msg: ConsumeMessage | null) => {
-    if (!msg || msg.properties.headers?.ticket !== ticket) return;
-    try {
-      Object.assign(replies, JSON.parse(msg.content.toString("utf8")));
-    } catch {
-      // A reply that is not JSON is not an answer to this broadcast.
-    }
-  }, { noAck: true });
+  await channel.consume(
+    queue,
+    (msg: ConsumeMessage | null) => {
+      if (!msg || msg.properties.headers?.ticket !== ticket) return;
+      try {
+        Object.assign(replies, JSON.parse(msg.content.toString("utf8")));
+      } catch {
+        // A reply that is not JSON is not an answer to this broadcast.
+      }
+    },
+    { noAck: true },
+  );
 
-  const body = { method, arguments: {}, destination: null, pattern: null, matcher: null, ticket, reply_to: { exchange: REPLY_EXCHANGE, routing_key: oid } };
+  const body = {
+    method,
+    arguments: {},
+    destination: null,
+    pattern: null,
+    matcher: null,
+    ticket,
+    reply_to: { exchange: REPLY_EXCHANGE, routing_key: oid },
+  };
   channel.publish(PIDBOX_EXCHANGE, "", Buffer.from(JSON.stringify(body)), {
     contentType: CONTENT_TYPE,
     contentEncoding: CONTENT_ENCODING,

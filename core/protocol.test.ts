@@ -2,10 +2,21 @@ import { describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 
-import { decodeResult, decodeTask, encodeResult, encodeTask, ProtocolError, retryOf, shortTaskName, tagIntegers } from "./protocol.ts";
+import {
+  decodeResult,
+  decodeTask,
+  encodeResult,
+  encodeTask,
+  ProtocolError,
+  retryOf,
+  shortTaskName,
+  tagIntegers,
+} from "./protocol.ts";
 
 function fixture(name: string) {
-  return JSON.parse(readFileSync(join(import.meta.dir, "..", "test", "fixtures", "celery", name), "utf8"));
+  return JSON.parse(
+    readFileSync(join(import.meta.dir, "..", "test", "fixtures", "celery", name), "utf8"),
+  );
 }
 
 /** A captured message as amqplib would hand it to a consumer. */
@@ -13,7 +24,13 @@ function asDelivered(captured: ReturnType<typeof fixture>) {
   const p = captured.properties;
   return {
     content: Buffer.from(captured.body_raw),
-    properties: { contentType: p.content_type, correlationId: p.correlation_id, replyTo: p.reply_to, priority: p.priority, headers: p.headers },
+    properties: {
+      contentType: p.content_type,
+      correlationId: p.correlation_id,
+      replyTo: p.reply_to,
+      priority: p.priority,
+      headers: p.headers,
+    },
   };
 }
 
@@ -21,8 +38,14 @@ describe("decoding Celery's task messages", () => {
   test("the captured task_a message decodes to its id, args, name and reply queue", () => {
     const task = decodeTask(asDelivered(fixture("task.task_a.json")));
     expect(task).toMatchObject({
-      id: "54e1685c-cb80-4988-b724-bb80a23fb193", name: "celery_app.task_a", args: [2, 3], kwargs: {},
-      retries: 0, eta: null, replyTo: "f077eeba-7490-367b-9f9a-c3caa4221d63", timelimit: [null, null],
+      id: "54e1685c-cb80-4988-b724-bb80a23fb193",
+      name: "celery_app.task_a",
+      args: [2, 3],
+      kwargs: {},
+      retries: 0,
+      eta: null,
+      replyTo: "f077eeba-7490-367b-9f9a-c3caa4221d63",
+      timelimit: [null, null],
     });
     expect(shortTaskName(task.name)).toBe("task_a");
   });
@@ -44,11 +67,27 @@ describe("decoding Celery's task messages", () => {
   });
 
   test.each([
-    ["no content type", { contentType: undefined }, "content_type must be application/json; got none"],
-    ["text/plain", { contentType: "text/plain" }, 'content_type must be application/json; got "text/plain"'],
+    [
+      "no content type",
+      { contentType: undefined },
+      "content_type must be application/json; got none",
+    ],
+    [
+      "text/plain",
+      { contentType: "text/plain" },
+      'content_type must be application/json; got "text/plain"',
+    ],
     ["no task header", { headers: { id: "x" } }, "header task must be a non-empty string"],
-    ["a string retries header", { headers: { task: "t", id: "x", retries: "2" } }, 'header retries must be an integer ≥ 0; got "2"'],
-    ["a bad eta", { headers: { task: "t", id: "x", eta: "tomorrow" } }, 'header eta must be an ISO-8601 time; got "tomorrow"'],
+    [
+      "a string retries header",
+      { headers: { task: "t", id: "x", retries: "2" } },
+      'header retries must be an integer ≥ 0; got "2"',
+    ],
+    [
+      "a bad eta",
+      { headers: { task: "t", id: "x", eta: "tomorrow" } },
+      'header eta must be an ISO-8601 time; got "tomorrow"',
+    ],
   ])("refuses %s", (_name, props, reason) => {
     const base = { contentType: "application/json", headers: { task: "t", id: "x" } };
     const message = { content: Buffer.from("[[], {}, {}]"), properties: { ...base, ...props } };
@@ -57,10 +96,17 @@ describe("decoding Celery's task messages", () => {
 
   test.each([
     ["not JSON", "{oops", "body is not valid JSON"],
-    ["protocol v1 (a dict body)", '{"task": "t", "id": "x", "args": []}', "body must be [args, kwargs, embed]"],
-    ["args not a list", '[1, {}, {}]', "body must be [args, kwargs, embed]"],
+    [
+      "protocol v1 (a dict body)",
+      '{"task": "t", "id": "x", "args": []}',
+      "body must be [args, kwargs, embed]",
+    ],
+    ["args not a list", "[1, {}, {}]", "body must be [args, kwargs, embed]"],
   ])("refuses a body that is %s", (_name, body, reason) => {
-    const message = { content: Buffer.from(body), properties: { contentType: "application/json", headers: { task: "t", id: "x" } } };
+    const message = {
+      content: Buffer.from(body),
+      properties: { contentType: "application/json", headers: { task: "t", id: "x" } },
+    };
     expect(() => decodeTask(message)).toThrow(reason);
   });
 });
@@ -72,7 +118,13 @@ describe("encoding for Celery", () => {
     const { content, options } = encodeTask(decoded);
 
     expect(JSON.parse(content.toString())).toEqual(captured.body);
-    expect(options).toMatchObject({ contentType: "application/json", contentEncoding: "utf-8", deliveryMode: 2, correlationId: decoded.id, replyTo: decoded.replyTo });
+    expect(options).toMatchObject({
+      contentType: "application/json",
+      contentEncoding: "utf-8",
+      deliveryMode: 2,
+      correlationId: decoded.id,
+      replyTo: decoded.replyTo,
+    });
     const headers = options.headers;
     expect(Object.keys(headers).sort()).toEqual(Object.keys(captured.properties.headers).sort());
     expect(headers.task).toBe("celery_app.task_a");
@@ -92,12 +144,23 @@ describe("encoding for Celery", () => {
   test("a retry keeps id and reply queue, adds one to retries, sets eta and parent like Celery", () => {
     const original = decodeTask(asDelivered(fixture("task.task_a.json")));
     const retry = retryOf(original, 2, Date.parse("2026-01-01T00:00:00Z"));
-    expect(retry).toMatchObject({ id: original.id, replyTo: original.replyTo, args: original.args, retries: 1, parentId: original.id });
+    expect(retry).toMatchObject({
+      id: original.id,
+      replyTo: original.replyTo,
+      args: original.args,
+      retries: 1,
+      parentId: original.id,
+    });
     expect(retry.eta?.toISOString()).toBe("2026-01-01T00:00:02.000Z");
   });
 
   test("results round-trip with Celery's captured SUCCESS, FAILURE and RETRY bodies", () => {
-    for (const name of ["result.SUCCESS.json", "result.FAILURE.json", "result.RETRY.json", "result.FAILURE.not_registered.json"]) {
+    for (const name of [
+      "result.SUCCESS.json",
+      "result.FAILURE.json",
+      "result.RETRY.json",
+      "result.FAILURE.not_registered.json",
+    ]) {
       const captured = fixture(name);
       const decoded = decodeResult({ content: Buffer.from(captured.body_raw), properties: {} });
       expect(decoded).toEqual(captured.body);

@@ -41,7 +41,13 @@ export interface Signature {
   task: string;
   args?: unknown[];
   kwargs?: Record<string, unknown>;
-  options?: { task_id?: string; reply_to?: string; queue?: string; routing_key?: string; link?: Signature[] };
+  options?: {
+    task_id?: string;
+    reply_to?: string;
+    queue?: string;
+    routing_key?: string;
+    link?: Signature[];
+  };
   immutable?: boolean;
 }
 
@@ -106,8 +112,22 @@ export class ProtocolError extends Error {
 }
 
 const CELERY_HEADERS = new Set([
-  "lang", "task", "id", "shadow", "eta", "expires", "group", "group_index", "retries",
-  "timelimit", "root_id", "parent_id", "argsrepr", "kwargsrepr", "origin", "ignore_result",
+  "lang",
+  "task",
+  "id",
+  "shadow",
+  "eta",
+  "expires",
+  "group",
+  "group_index",
+  "retries",
+  "timelimit",
+  "root_id",
+  "parent_id",
+  "argsrepr",
+  "kwargsrepr",
+  "origin",
+  "ignore_result",
 ]);
 
 const INT32_MIN = -(2 ** 31);
@@ -145,7 +165,9 @@ export function originName(): string {
   return `gen${process.pid}@${hostname()}`;
 }
 
-export function newTask(fields: Pick<TaskMessage, "name" | "args" | "kwargs" | "replyTo"> & Partial<TaskMessage>): TaskMessage {
+export function newTask(
+  fields: Pick<TaskMessage, "name" | "args" | "kwargs" | "replyTo"> & Partial<TaskMessage>,
+): TaskMessage {
   const id = fields.id ?? crypto.randomUUID();
   return {
     id,
@@ -218,10 +240,15 @@ function parseTime(value: unknown, field: string, id: string, replyTo: string): 
   if (value === null || value === undefined) return null;
 
   // Celery reads times without an offset as UTC (its default timezone).
-  const text = typeof value === "string" && !/(Z|[+-]\d\d:?\d\d)$/.test(value) ? `${value}Z` : value;
+  const text =
+    typeof value === "string" && !/(Z|[+-]\d\d:?\d\d)$/.test(value) ? `${value}Z` : value;
   const date = typeof text === "string" ? new Date(text) : new Date(NaN);
   if (Number.isNaN(date.getTime())) {
-    throw new ProtocolError(`header ${field} must be an ISO-8601 time; got ${JSON.stringify(value)}`, id, replyTo);
+    throw new ProtocolError(
+      `header ${field} must be an ISO-8601 time; got ${JSON.stringify(value)}`,
+      id,
+      replyTo,
+    );
   }
   return date;
 }
@@ -233,16 +260,28 @@ function headerString(headers: Record<string, unknown>, field: string): string |
 
 function signatures(value: unknown): Signature[] | null {
   if (!Array.isArray(value) || value.length === 0) return null;
-  return value.filter((s): s is Signature => !!s && typeof s === "object" && typeof (s as Signature).task === "string");
+  return value.filter(
+    (s): s is Signature =>
+      !!s && typeof s === "object" && typeof (s as Signature).task === "string",
+  );
 }
 
 function decodeEmbed(value: unknown): Embed {
   if (!value || typeof value !== "object") return NO_EMBED;
   const e = value as Record<string, unknown>;
-  return { callbacks: signatures(e.callbacks), errbacks: signatures(e.errbacks), chain: signatures(e.chain), chord: e.chord ?? null };
+  return {
+    callbacks: signatures(e.callbacks),
+    errbacks: signatures(e.errbacks),
+    chain: signatures(e.chain),
+    chord: e.chord ?? null,
+  };
 }
 
-function decodeBody(content: Buffer, id: string, replyTo: string): [unknown[], Record<string, unknown>, Embed] {
+function decodeBody(
+  content: Buffer,
+  id: string,
+  replyTo: string,
+): [unknown[], Record<string, unknown>, Embed] {
   let body: unknown;
   try {
     body = JSON.parse(content.toString("utf8"));
@@ -271,17 +310,24 @@ export function decodeTask(message: RawMessage): TaskMessage {
 
   const name = headerString(headers, "task");
   if (!name) throw new ProtocolError("header task must be a non-empty string", id, replyTo);
-  if (!headerString(headers, "id")) throw new ProtocolError("header id must be a non-empty string", id, replyTo);
+  if (!headerString(headers, "id"))
+    throw new ProtocolError("header id must be a non-empty string", id, replyTo);
 
   const retries = headers.retries ?? 0;
   if (typeof retries !== "number" || !Number.isInteger(retries) || retries < 0) {
-    throw new ProtocolError(`header retries must be an integer ≥ 0; got ${JSON.stringify(retries)}`, id, replyTo);
+    throw new ProtocolError(
+      `header retries must be an integer ≥ 0; got ${JSON.stringify(retries)}`,
+      id,
+      replyTo,
+    );
   }
 
   const [args, kwargs, embed] = decodeBody(message.content, id, replyTo);
   const limits = Array.isArray(headers.timelimit) ? headers.timelimit : [null, null];
   const asLimit = (v: unknown) => (typeof v === "number" && v > 0 ? v : null);
-  const extraHeaders = Object.fromEntries(Object.entries(headers).filter(([k]) => !CELERY_HEADERS.has(k)));
+  const extraHeaders = Object.fromEntries(
+    Object.entries(headers).filter(([k]) => !CELERY_HEADERS.has(k)),
+  );
 
   return {
     id,
@@ -304,8 +350,16 @@ export function decodeTask(message: RawMessage): TaskMessage {
   };
 }
 
-export function exceptionInfo(type: string, message: string | unknown[], module = "celery.exceptions"): ExceptionInfo {
-  return { exc_type: type, exc_message: Array.isArray(message) ? message : [message], exc_module: module };
+export function exceptionInfo(
+  type: string,
+  message: string | unknown[],
+  module = "celery.exceptions",
+): ExceptionInfo {
+  return {
+    exc_type: type,
+    exc_message: Array.isArray(message) ? message : [message],
+    exc_module: module,
+  };
 }
 
 /**
@@ -338,7 +392,14 @@ export function encodeResult(reply: ResultMessage): Encoded {
   };
 }
 
-const STATUSES: readonly string[] = ["PENDING", "STARTED", "RETRY", "SUCCESS", "FAILURE", "REVOKED"];
+const STATUSES: readonly string[] = [
+  "PENDING",
+  "STARTED",
+  "RETRY",
+  "SUCCESS",
+  "FAILURE",
+  "REVOKED",
+];
 
 /** Decodes an `rpc://` reply; throws ProtocolError when it is not one. */
 export function decodeResult(message: RawMessage): ResultMessage {
@@ -369,6 +430,8 @@ export function describeException(result: unknown): string {
   const info = result as Partial<ExceptionInfo> | null;
   if (!info || typeof info.exc_type !== "string") return JSON.stringify(result);
 
-  const parts = (info.exc_message ?? []).map((m) => (typeof m === "string" ? m : JSON.stringify(m)));
+  const parts = (info.exc_message ?? []).map((m) =>
+    typeof m === "string" ? m : JSON.stringify(m),
+  );
   return `${info.exc_type}: ${parts.join(", ")}`;
 }

@@ -2,7 +2,14 @@
  * Aggregating task replies into one record per task and rendering the console report in the
  * seed's format. A task delivered twice is still reported once: the first final reply wins.
  */
-import { describeException, FINAL_STATUSES, REPLY_HEADERS, shortTaskName, type ResultMessage, type TaskStatus } from "./protocol.ts";
+import {
+  describeException,
+  FINAL_STATUSES,
+  REPLY_HEADERS,
+  shortTaskName,
+  type ResultMessage,
+  type TaskStatus,
+} from "./protocol.ts";
 import { taskLabel } from "./tasks.ts";
 
 export interface TaskRecord {

@@ -3,7 +3,13 @@ import { describe, expect, test } from "bun:test";
 import type { RetryConfig } from "./config.ts";
 import { defaultWorkerName, retryDelay } from "./runtime.ts";
 
-const seed: RetryConfig = { maxRetries: 3, retryDelay: 60, retryBackoff: true, retryBackoffMax: 600, retryJitter: false };
+const seed: RetryConfig = {
+  maxRetries: 3,
+  retryDelay: 60,
+  retryBackoff: true,
+  retryBackoffMax: 600,
+  retryJitter: false,
+};
 
 describe("retry delays follow Celery's formula", () => {
   test.each([

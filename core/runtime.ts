@@ -92,7 +92,9 @@ export function retryDelay(retry: RetryConfig, retries: number, random = Math.ra
 
 function publishConfirmed(channel: ConfirmChannel, queue: string, encoded: Encoded): Promise<void> {
   return new Promise((resolve, reject) => {
-    channel.publish("", queue, encoded.content, encoded.options, (err) => (err ? reject(err) : resolve()));
+    channel.publish("", queue, encoded.content, encoded.options, (err) =>
+      err ? reject(err) : resolve(),
+    );
   });
 }
 
@@ -122,7 +124,13 @@ class Worker {
   private readonly timing = new Map<string, { startedAt: string; finishedAt: string }>();
   private readonly held = new Map<Delivery, Timer>();
   private readonly log: Logger;
-  private readonly summary: WorkerSummary = { succeeded: 0, failed: 0, retried: 0, deadLettered: 0, requeued: 0 };
+  private readonly summary: WorkerSummary = {
+    succeeded: 0,
+    failed: 0,
+    retried: 0,
+    deadLettered: 0,
+    requeued: 0,
+  };
   private idle?: () => void;
 
   constructor(private readonly options: WorkerOptions) {
@@ -130,7 +138,12 @@ class Worker {
     this.events = new EventPublisher(
       options.name,
       () => this.eventChannel,
-      () => ({ active: this.running.size, held: this.held.size, processed: this.processed, queues: [options.queue] }),
+      () => ({
+        active: this.running.size,
+        held: this.held.size,
+        processed: this.processed,
+        queues: [options.queue],
+      }),
       this.log,
     );
   }
@@ -175,16 +188,26 @@ class Worker {
 
     const control = await model.createChannel();
     control.on("error", (err: Error) => this.log.debug(`control channel error: ${err.message}`));
-    await serveControl(control, {
-      hostname: this.options.name,
-      queues: [queue],
-      stats: () => ({ pid: process.pid, total: { ...this.summary }, pool: { "max-concurrency": concurrency }, sw_ident: "dtest" }),
-    }, (err) => this.log.warn(`ignored a malformed control message: ${err.message}`));
+    await serveControl(
+      control,
+      {
+        hostname: this.options.name,
+        queues: [queue],
+        stats: () => ({
+          pid: process.pid,
+          total: { ...this.summary },
+          pool: { "max-concurrency": concurrency },
+          sw_ident: "dtest",
+        }),
+      },
+      (err) => this.log.warn(`ignored a malformed control message: ${err.message}`),
+    );
 
     const channel = await model.createConfirmChannel();
     channel.on("error", (err: Error) => this.log.warn(`channel error: ${err.message}`));
     channel.on("handler-error", (err: Error, event: string) =>
-      this.log.error(`a channel "${event}" listener threw: ${describeError(err)}`));
+      this.log.error(`a channel "${event}" listener threw: ${describeError(err)}`),
+    );
     channel.on("close", () => this.onChannelClosed(channel, model));
 
     // Channel-wide (global) prefetch so it can be raised while eta tasks are held; a
@@ -220,7 +243,9 @@ class Worker {
     setTimeout(() => {
       if (this.stopping || this.channel || closedModels.has(model)) return;
       this.log.warn("channel closed by the broker; reopening it");
-      this.openChannel(model).catch((err: Error) => this.log.warn(`could not reopen the channel: ${err.message}`));
+      this.openChannel(model).catch((err: Error) =>
+        this.log.warn(`could not reopen the channel: ${err.message}`),
+      );
     }, 100);
   }
 
@@ -238,7 +263,10 @@ class Worker {
     const limit = this.options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
     if (message.content.length > limit) {
       const reason = `message of ${message.content.length} bytes exceeds the ${limit}-byte limit`;
-      return this.reject(delivery, new ProtocolError(reason, headerId(message), message.properties.replyTo));
+      return this.reject(
+        delivery,
+        new ProtocolError(reason, headerId(message), message.properties.replyTo),
+      );
     }
 
     let task: TaskMessage;
@@ -252,20 +280,35 @@ class Worker {
     if (task.embed.chord) {
       // TODO: run chords (a group whose results feed one callback) — it needs a result store
       // the group's workers share, which the rpc:// reply model does not give dtest.
-      const error = new ProtocolError("Celery chords are not supported by dtest workers; send the group and its callback as separate tasks", task.id, task.replyTo);
+      const error = new ProtocolError(
+        "Celery chords are not supported by dtest workers; send the group and its callback as separate tasks",
+        task.id,
+        task.replyTo,
+      );
       return this.reject(delivery, error, task);
     }
 
     const refusal = this.refuse(task);
     if (refusal) {
-      this.taskEvent("task-failed", { uuid: task.id, exception: pyRepr(refusal.reply), traceback: null });
+      this.taskEvent("task-failed", {
+        uuid: task.id,
+        exception: pyRepr(refusal.reply),
+        traceback: null,
+      });
       return this.reject(delivery, refusal.error, task, refusal.reply);
     }
 
     this.taskEvent("task-received", {
-      uuid: task.id, name: task.name, args: reprArgs(task.args), kwargs: JSON.stringify(task.kwargs),
-      root_id: task.rootId, parent_id: task.parentId, retries: task.retries,
-      eta: task.eta?.toISOString() ?? null, expires: task.expires?.toISOString() ?? null, queue: this.options.queue,
+      uuid: task.id,
+      name: task.name,
+      args: reprArgs(task.args),
+      kwargs: JSON.stringify(task.kwargs),
+      root_id: task.rootId,
+      parent_id: task.parentId,
+      retries: task.retries,
+      eta: task.eta?.toISOString() ?? null,
+      expires: task.expires?.toISOString() ?? null,
+      queue: this.options.queue,
     });
 
     if (task.expires && task.expires.getTime() <= Date.now()) {
@@ -277,7 +320,11 @@ class Worker {
 
     const wait = task.eta ? task.eta.getTime() - Date.now() : 0;
     if (wait > MAX_ETA_HOLD_MS) {
-      const error = new ProtocolError(`eta ${task.eta!.toISOString()} is more than 24 h away`, task.id, task.replyTo);
+      const error = new ProtocolError(
+        `eta ${task.eta!.toISOString()} is more than 24 h away`,
+        task.id,
+        task.replyTo,
+      );
       return this.reject(delivery, error, task);
     }
     if (wait > 0) return this.hold(delivery, task, wait);
@@ -290,12 +337,19 @@ class Worker {
     const name = shortTaskName(task.name);
     const home = findRoute(this.options.config, task.name)?.queue;
     if (home === undefined) {
-      const error = new ProtocolError(`task ${task.name} is not registered on this worker`, task.id, task.replyTo);
+      const error = new ProtocolError(
+        `task ${task.name} is not registered on this worker`,
+        task.id,
+        task.replyTo,
+      );
       return { error, reply: exceptionInfo("NotRegistered", task.name) };
     }
     if (home !== this.options.queue) {
       const text = `task ${name} belongs to queue ${home}, not ${this.options.queue}; start a worker with --queue ${home}`;
-      return { error: new ProtocolError(text, task.id, task.replyTo), reply: exceptionInfo("WrongQueue", text, "dtest") };
+      return {
+        error: new ProtocolError(text, task.id, task.replyTo),
+        reply: exceptionInfo("WrongQueue", text, "dtest"),
+      };
     }
     return undefined;
   }
@@ -306,7 +360,8 @@ class Worker {
       this.held.delete(delivery);
       void this.setPrefetch(delivery.channel);
       void this.execute(delivery, task).catch((err) =>
-        this.log.warn(`${task.name}[${task.id}] not settled: ${describeError(err)}`));
+        this.log.warn(`${task.name}[${task.id}] not settled: ${describeError(err)}`),
+      );
     }, wait);
     this.held.set(delivery, timer);
     void this.setPrefetch(delivery.channel);
@@ -324,7 +379,11 @@ class Worker {
     const def = findRoute(this.options.config, task.name)!.def!;
     const abort = new AbortController();
     this.running.set(task.id, abort);
-    this.log.debug({ message: `${task.name}[${task.id}] received (retries ${task.retries})`, task: task.name, id: task.id });
+    this.log.debug({
+      message: `${task.name}[${task.id}] received (retries ${task.retries})`,
+      task: task.name,
+      id: task.id,
+    });
     this.taskEvent("task-started", { uuid: task.id });
 
     try {
@@ -342,14 +401,24 @@ class Worker {
     }
   }
 
-  private async settle(delivery: Delivery, task: TaskMessage, def: TaskDef, outcome: TaskOutcome): Promise<void> {
+  private async settle(
+    delivery: Delivery,
+    task: TaskMessage,
+    def: TaskDef,
+    outcome: TaskOutcome,
+  ): Promise<void> {
     const seconds = outcome.value.execution_time;
     this.processed++;
     if (outcome.ok) {
       this.summary.succeeded++;
-      this.taskEvent("task-succeeded", { uuid: task.id, result: JSON.stringify(outcome.value.result), runtime: seconds });
+      this.taskEvent("task-succeeded", {
+        uuid: task.id,
+        result: JSON.stringify(outcome.value.result),
+        runtime: seconds,
+      });
       this.log.debug(`${task.name}[${task.id}] succeeded in ${seconds}s`);
-      if (!task.ignoreResult) await this.reply(task, { status: "SUCCESS", result: outcome.value, traceback: null });
+      if (!task.ignoreResult)
+        await this.reply(task, { status: "SUCCESS", result: outcome.value, traceback: null });
       await this.publishFollowUps(delivery, task, outcome.value);
       return this.ack(delivery);
     }
@@ -361,10 +430,16 @@ class Worker {
       const delay = retryDelay(this.options.config.retry, task.retries);
       this.summary.retried++;
       this.taskEvent("task-retried", failure);
-      this.log.info(`${task.name}[${task.id}] failed (${why}); retry ${task.retries + 1}/${allowed} in ${delay.toFixed(2)}s`);
+      this.log.info(
+        `${task.name}[${task.id}] failed (${why}); retry ${task.retries + 1}/${allowed} in ${delay.toFixed(2)}s`,
+      );
       // Publish the retry before acking the original, as Celery does: if the worker dies in
       // between, the original is redelivered and nothing is lost.
-      await publishConfirmed(delivery.channel, this.options.queue, encodeTask(retryOf(task, delay)));
+      await publishConfirmed(
+        delivery.channel,
+        this.options.queue,
+        encodeTask(retryOf(task, delay)),
+      );
       await this.reply(task, { status: "RETRY", result: outcome.error, traceback: why });
       return this.ack(delivery);
     }
@@ -375,24 +450,40 @@ class Worker {
     const result = { ...outcome.error, ...outcome.value };
     await this.reply(task, { status: "FAILURE", result, traceback: why });
     for (const step of abandonedSteps(task)) {
-      await this.reply({ ...task, id: step.id, replyTo: step.replyTo }, { status: "FAILURE", result, traceback: why });
+      await this.reply(
+        { ...task, id: step.id, replyTo: step.replyTo },
+        { status: "FAILURE", result, traceback: why },
+      );
     }
     this.ack(delivery);
   }
 
   /** Publishes a chain's next step and link callbacks before the task is acked. */
-  private async publishFollowUps(delivery: Delivery, task: TaskMessage, result: unknown): Promise<void> {
+  private async publishFollowUps(
+    delivery: Delivery,
+    task: TaskMessage,
+    result: unknown,
+  ): Promise<void> {
     for (const next of followUps(this.options.config, task, result)) {
       if (next.queue) {
         await publishConfirmed(delivery.channel, next.queue, encodeTask(next.task));
         continue;
       }
-      this.log.warn(`${task.name}[${task.id}]: no route for the next step ${next.task.name}; failing it`);
-      await this.reply(next.task, { status: "FAILURE", result: exceptionInfo("NotRegistered", next.task.name), traceback: null });
+      this.log.warn(
+        `${task.name}[${task.id}]: no route for the next step ${next.task.name}; failing it`,
+      );
+      await this.reply(next.task, {
+        status: "FAILURE",
+        result: exceptionInfo("NotRegistered", next.task.name),
+        traceback: null,
+      });
     }
   }
 
-  private async reply(task: TaskMessage, fields: Pick<ResultMessage, "status" | "result" | "traceback">): Promise<void> {
+  private async reply(
+    task: TaskMessage,
+    fields: Pick<ResultMessage, "status" | "result" | "traceback">,
+  ): Promise<void> {
     if (!task.replyTo || !this.channel) return;
     const encoded = encodeResult({ task_id: task.id, children: [], ...fields });
     // Who ran the task and when, for timelines; Celery clients ignore reply headers.
@@ -400,33 +491,53 @@ class Worker {
     if (task.extraHeaders[WANT_RUN_INFO]) {
       encoded.options.headers = {
         [REPLY_HEADERS.worker]: this.options.name,
-        ...(timing && { [REPLY_HEADERS.started]: timing.startedAt, [REPLY_HEADERS.finished]: timing.finishedAt }),
+        ...(timing && {
+          [REPLY_HEADERS.started]: timing.startedAt,
+          [REPLY_HEADERS.finished]: timing.finishedAt,
+        }),
       };
     }
     await publishConfirmed(this.channel, task.replyTo, encoded);
   }
 
   /** Answers a message the worker will not run with FAILURE, parks it with the reason, acks it. */
-  private async reject(delivery: Delivery, error: ProtocolError, task?: TaskMessage, result?: unknown): Promise<void> {
+  private async reject(
+    delivery: Delivery,
+    error: ProtocolError,
+    task?: TaskMessage,
+    result?: unknown,
+  ): Promise<void> {
     const { message, channel } = delivery;
     const id = task?.id ?? error.taskId;
     this.summary.deadLettered++;
-    this.log.warn(`dead-lettered ${id ? `task ${id}` : "a message"} from ${this.options.queue}: ${error.message}`);
+    this.log.warn(
+      `dead-lettered ${id ? `task ${id}` : "a message"} from ${this.options.queue}: ${error.message}`,
+    );
 
     const replyTo = task?.replyTo ?? error.replyTo;
     if (id && replyTo) {
       const info = result ?? exceptionInfo("ProtocolError", error.message, "dtest");
-      const reply = encodeResult({ task_id: id, status: "FAILURE", result: info, traceback: error.message, children: [] });
+      const reply = encodeResult({
+        task_id: id,
+        status: "FAILURE",
+        result: info,
+        traceback: error.message,
+        children: [],
+      });
       await publishConfirmed(channel, replyTo, reply);
     }
 
-    await publishConfirmed(channel, deadLetterQueue(this.options.queue), this.deadLetter(message, error.message));
+    await publishConfirmed(
+      channel,
+      deadLetterQueue(this.options.queue),
+      this.deadLetter(message, error.message),
+    );
     this.ack(delivery);
   }
 
   private deadLetter(message: ConsumeMessage, reason: string): Encoded {
     const props = message.properties;
-    const original = tableSize(props.headers) < 32 * 1024 ? props.headers ?? {} : {};
+    const original = tableSize(props.headers) < 32 * 1024 ? (props.headers ?? {}) : {};
     return {
       content: message.content,
       options: {
@@ -462,7 +573,9 @@ class Worker {
   private async shutdown(): Promise<void> {
     this.stopping = true;
     const grace = this.options.graceMs ?? 30_000;
-    this.log.info(`stopping: ${this.running.size} task(s) in flight, up to ${grace / 1000}s to finish`);
+    this.log.info(
+      `stopping: ${this.running.size} task(s) in flight, up to ${grace / 1000}s to finish`,
+    );
 
     await this.stopConsuming();
     for (const [delivery, timer] of this.held) {

@@ -28,7 +28,11 @@ export function spawnWorkers(queues: string[], options: SpawnOptions): LocalWork
     if (options.logLevel) argv.push("--log-level", options.logLevel);
 
     const child = Bun.spawn(argv, {
-      env: { ...process.env, AMQP_URL: options.broker.url, ...(options.broker.caFile && { AMQP_CA_FILE: options.broker.caFile }) },
+      env: {
+        ...process.env,
+        AMQP_URL: options.broker.url,
+        ...(options.broker.caFile && { AMQP_CA_FILE: options.broker.caFile }),
+      },
       stdin: "ignore",
       stdout: "inherit",
       stderr: "inherit",

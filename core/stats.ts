@@ -19,7 +19,10 @@ export class Histogram {
 
   record(ms: number): void {
     const value = Math.max(ms, 0);
-    const index = value <= MIN_MS ? 0 : Math.min(BUCKETS - 1, Math.floor(Math.log(value / MIN_MS) / Math.log(GROWTH)));
+    const index =
+      value <= MIN_MS
+        ? 0
+        : Math.min(BUCKETS - 1, Math.floor(Math.log(value / MIN_MS) / Math.log(GROWTH)));
     this.counts[index]!++;
     this.count++;
     this.sum += value;

@@ -34,10 +34,14 @@ function sleep(seconds: number, signal: AbortSignal): Promise<void> {
     if (signal.aborted) return reject(signal.reason);
 
     const timer = setTimeout(resolve, seconds * 1000);
-    signal.addEventListener("abort", () => {
-      clearTimeout(timer);
-      reject(signal.reason);
-    }, { once: true });
+    signal.addEventListener(
+      "abort",
+      () => {
+        clearTimeout(timer);
+        reject(signal.reason);
+      },
+      { once: true },
+    );
   });
 }
 
@@ -49,11 +53,19 @@ function checkArgs(def: TaskDef, message: TaskMessage): ExceptionInfo | undefine
   if (def.kind !== "exec") return undefined;
 
   if (!def.acceptArgs && (message.args.length > 0 || Object.keys(message.kwargs).length > 0)) {
-    return exceptionInfo("TypeError", `${def.name} takes no arguments (set accept_args: true in the worker's config to allow them)`, "builtins");
+    return exceptionInfo(
+      "TypeError",
+      `${def.name} takes no arguments (set accept_args: true in the worker's config to allow them)`,
+      "builtins",
+    );
   }
   const bad = message.args.find((a) => typeof a !== "string" && typeof a !== "number");
   if (bad !== undefined) {
-    return exceptionInfo("TypeError", `${def.name} arguments must be strings or numbers; got ${JSON.stringify(bad)}`, "builtins");
+    return exceptionInfo(
+      "TypeError",
+      `${def.name} arguments must be strings or numbers; got ${JSON.stringify(bad)}`,
+      "builtins",
+    );
   }
   if (Object.keys(message.kwargs).length > 0) {
     return exceptionInfo("TypeError", `${def.name} takes positional arguments only`, "builtins");
@@ -75,7 +87,12 @@ async function runExec(def: ExecTask, message: TaskMessage, signal: AbortSignal)
   const argv = [...def.command, ...message.args.map(String)];
   const child = Bun.spawn(argv, {
     cwd: def.cwd,
-    env: { ...process.env, ...def.env, DTEST_TASK_ID: message.id, DTEST_RETRIES: String(message.retries) },
+    env: {
+      ...process.env,
+      ...def.env,
+      DTEST_TASK_ID: message.id,
+      DTEST_RETRIES: String(message.retries),
+    },
     stdin: "ignore",
     stdout: "pipe",
     stderr: "pipe",
@@ -99,29 +116,48 @@ async function runExec(def: ExecTask, message: TaskMessage, signal: AbortSignal)
       child.exited,
     ]);
     if (signal.aborted) throw signal.reason;
-    return { result: `exit ${exitCode}`, exit_code: exitCode, stdout_tail: stdout, stderr_tail: stderr };
+    return {
+      result: `exit ${exitCode}`,
+      exit_code: exitCode,
+      stdout_tail: stdout,
+      stderr_tail: stderr,
+    };
   } finally {
     signal.removeEventListener("abort", killGroup);
   }
 }
 
-function unmet(expect: Expectation | undefined, value: Record<string, unknown>, kind: string): string | undefined {
+function unmet(
+  expect: Expectation | undefined,
+  value: Record<string, unknown>,
+  kind: string,
+): string | undefined {
   const exitCode = expect?.exitCode ?? (kind === "exec" ? 0 : undefined);
   if (exitCode !== undefined && value.exit_code !== exitCode) {
     return `expected exit code ${exitCode}, got ${value.exit_code}`;
   }
   if (!expect) return undefined;
 
-  const has = (field: string, text?: string) => text === undefined || String(value[field] ?? "").includes(text);
-  if (!has("stdout_tail", expect.stdoutContains)) return `expected stdout to contain "${expect.stdoutContains}"`;
-  if (!has("stderr_tail", expect.stderrContains)) return `expected stderr to contain "${expect.stderrContains}"`;
-  if (expect.resultContains !== undefined && !JSON.stringify(value.result).includes(expect.resultContains)) {
+  const has = (field: string, text?: string) =>
+    text === undefined || String(value[field] ?? "").includes(text);
+  if (!has("stdout_tail", expect.stdoutContains))
+    return `expected stdout to contain "${expect.stdoutContains}"`;
+  if (!has("stderr_tail", expect.stderrContains))
+    return `expected stderr to contain "${expect.stderrContains}"`;
+  if (
+    expect.resultContains !== undefined &&
+    !JSON.stringify(value.result).includes(expect.resultContains)
+  ) {
     return `expected the result to contain "${expect.resultContains}"`;
   }
   return undefined;
 }
 
-async function perform(def: TaskDef, message: TaskMessage, signal: AbortSignal): Promise<Record<string, unknown>> {
+async function perform(
+  def: TaskDef,
+  message: TaskMessage,
+  signal: AbortSignal,
+): Promise<Record<string, unknown>> {
   if (def.kind === "hello") {
     await sleep(def.duration, signal);
     return { result: def.message };
@@ -140,19 +176,29 @@ export function timeLimit(def: TaskDef, message: TaskMessage): number | undefine
  * failed expectation, a time limit): those become a failed outcome with Celery's exception
  * shape. `signal` aborting (worker shutdown) rejects with its reason.
  */
-export async function runTask(def: TaskDef, message: TaskMessage, signal: AbortSignal): Promise<TaskOutcome> {
+export async function runTask(
+  def: TaskDef,
+  message: TaskMessage,
+  signal: AbortSignal,
+): Promise<TaskOutcome> {
   const started = performance.now();
   const base = { task: taskLabel(def.name), retry_count: message.retries };
   const elapsed = () => Math.round(performance.now() - started) / 1000;
 
   const badArgs = checkArgs(def, message);
-  if (badArgs) return { ok: false, value: { ...base, result: null, execution_time: 0 }, error: badArgs };
+  if (badArgs)
+    return { ok: false, value: { ...base, result: null, execution_time: 0 }, error: badArgs };
 
   const limit = timeLimit(def, message);
-  const deadline = limit === undefined ? signal : AbortSignal.any([signal, AbortSignal.timeout(limit * 1000)]);
+  const deadline =
+    limit === undefined ? signal : AbortSignal.any([signal, AbortSignal.timeout(limit * 1000)]);
 
   try {
-    const value = { ...(await perform(def, message, deadline)), execution_time: elapsed(), ...base };
+    const value = {
+      ...(await perform(def, message, deadline)),
+      execution_time: elapsed(),
+      ...base,
+    };
     const problem = unmet(def.expect, value, def.kind);
     if (!problem) return { ok: true, value };
     return { ok: false, value, error: exceptionInfo("ExpectationFailed", problem, "dtest") };
@@ -160,9 +206,17 @@ export async function runTask(def: TaskDef, message: TaskMessage, signal: AbortS
     if (signal.aborted) throw cause;
     if (deadline.aborted && limit !== undefined) {
       const error = new TaskTimeoutError(limit);
-      return { ok: false, value: { ...base, result: null, execution_time: elapsed() }, error: exceptionInfo("TimeLimitExceeded", error.message, "celery.exceptions") };
+      return {
+        ok: false,
+        value: { ...base, result: null, execution_time: elapsed() },
+        error: exceptionInfo("TimeLimitExceeded", error.message, "celery.exceptions"),
+      };
     }
     const message_ = cause instanceof Error ? cause.message : String(cause);
-    return { ok: false, value: { ...base, result: null, execution_time: elapsed() }, error: exceptionInfo("RuntimeError", message_, "builtins") };
+    return {
+      ok: false,
+      value: { ...base, result: null, execution_time: elapsed() },
+      error: exceptionInfo("RuntimeError", message_, "builtins"),
+    };
   }
 }

@@ -47,7 +47,10 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await stop(procs);
-  await deleteQueues(conn, queues.flatMap((q) => [q, `${q}.dead`]));
+  await deleteQueues(
+    conn,
+    queues.flatMap((q) => [q, `${q}.dead`]),
+  );
   await conn.close();
 });
 
@@ -118,8 +121,26 @@ async function startDtest(queue: string, file: string, extra: string[] = []): Pr
 /** Starts a Celery worker (solo pool) on `queue` and waits until it is ready. */
 async function startCelery(name: string, queue: string, env: Env, flags: string[] = []) {
   const proc = spawnPython(
-    ["-m", "celery", "-A", "celery_app", "worker", "-Q", queue, "-n", name, "-P", "solo",
-      "-c", "1", "-l", "INFO", "--without-gossip", "--without-mingle", ...flags],
+    [
+      "-m",
+      "celery",
+      "-A",
+      "celery_app",
+      "worker",
+      "-Q",
+      queue,
+      "-n",
+      name,
+      "-P",
+      "solo",
+      "-c",
+      "1",
+      "-l",
+      "INFO",
+      "--without-gossip",
+      "--without-mingle",
+      ...flags,
+    ],
     env,
   );
   await proc.waitFor(`${name} ready.`, 20_000);
@@ -129,12 +150,14 @@ async function startCelery(name: string, queue: string, env: Env, flags: string[
 /** SIGTERM to those still running, then SIGKILL to any that has not exited after 10 s. */
 async function stop(list: Proc[]): Promise<void> {
   const running = list.filter((proc) => proc.child.exitCode === null && !proc.child.killed);
-  await Promise.all(running.map(async (proc) => {
-    proc.child.kill("SIGTERM");
-    const timer = setTimeout(() => proc.child.kill("SIGKILL"), 10_000);
-    await proc.exit();
-    clearTimeout(timer);
-  }));
+  await Promise.all(
+    running.map(async (proc) => {
+      proc.child.kill("SIGTERM");
+      const timer = setTimeout(() => proc.child.kill("SIGKILL"), 10_000);
+      await proc.exit();
+      clearTimeout(timer);
+    }),
+  );
 }
 
 async function waitUntil(condition: () => boolean, ms: number, what: string): Promise<void> {
@@ -156,7 +179,9 @@ function seedConfig(qa: string, qb: string): string {
 
 /** A dtest config with the seed's tasks and the extra ones the Celery app defines too. */
 function interopConfig(qa: string, qb: string, dir: string, scenario = ""): string {
-  return writeConfig(dir, `
+  return writeConfig(
+    dir,
+    `
 system: { workers: 2 }
 task_routing:
   task_a: ${qa}
@@ -175,7 +200,8 @@ tasks:
     kind: exec
     command: ["sh", "-c", "echo run >> ${dir}/runs; test $(wc -l < ${dir}/runs) -ge 3"]
   noop: { kind: noop }
-${scenario}`);
+${scenario}`,
+  );
 }
 
 const SEED_REPORT = [
@@ -331,7 +357,13 @@ describe("dtest dispatch driving Celery workers", () => {
       const seed = readFileSync(seedConfig(q1, q2), "utf8")
         .replace(`task_a: ${q1}`, `celery_app.task_a: ${q1}`)
         .replace(`task_b: ${q2}`, `celery_app.task_b: ${q2}`);
-      const result = await run(["dispatch", "--config", writeConfig(tempDir(), seed), "--timeout", "10"]);
+      const result = await run([
+        "dispatch",
+        "--config",
+        writeConfig(tempDir(), seed),
+        "--timeout",
+        "10",
+      ]);
       const lines = result.stdout.trimEnd().split("\n");
       expect(lines).toHaveLength(SEED_REPORT.length);
       lines.forEach((line, i) => expect(line).toMatch(SEED_REPORT[i]!));
@@ -365,7 +397,12 @@ describe("a Celery worker and a dtest worker on one queue", () => {
       expect(result.code).toBe(0);
       const tasks = JSON.parse(readFileSync(out, "utf8")).tasks;
       expect(tasks).toEqual({
-        sent: 200, succeeded: 200, failed: 0, lost: 0, duplicates: 0, retries: 0,
+        sent: 200,
+        succeeded: 200,
+        failed: 0,
+        lost: 0,
+        duplicates: 0,
+        retries: 0,
       });
 
       // Both log a task after replying to it, so the last lines may still be on their way.
@@ -437,7 +474,10 @@ describe("events across the two", () => {
     // may still be arriving, so only whole lines are read.
     const events = () => {
       const whole = monitor.stdout.slice(0, monitor.stdout.lastIndexOf("\n") + 1);
-      return whole.split("\n").filter(Boolean).map((line) => JSON.parse(line))
+      return whole
+        .split("\n")
+        .filter(Boolean)
+        .map((line) => JSON.parse(line))
         .filter((e) => e.hostname === host);
     };
     const seen = (match: (e: Record<string, unknown>) => boolean, what: string, ms = 10_000) =>

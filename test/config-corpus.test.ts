@@ -323,7 +323,9 @@ function checkRefusal(path: string, entry: Case, run: Run): void {
 
 describe("malformed configs through the compiled binary", () => {
   test("the manifest lists every corpus file and no other", () => {
-    const files = readdirSync(CORPUS).filter((name) => name.endsWith(".yml")).sort();
+    const files = readdirSync(CORPUS)
+      .filter((name) => name.endsWith(".yml"))
+      .sort();
     expect(COMMITTED.map((entry) => entry.file).sort()).toEqual(files);
     expect(files.length + GENERATED.length).toBeGreaterThanOrEqual(30);
   });

@@ -22,7 +22,11 @@ async function engineAnswers(): Promise<boolean> {
   const env = composeEnv();
   if (!env.DOCKER_HOST && !existsSync("/var/run/docker.sock")) return false;
   try {
-    const child = Bun.spawn(["docker-compose", "version"], { env, stdout: "ignore", stderr: "ignore" });
+    const child = Bun.spawn(["docker-compose", "version"], {
+      env,
+      stdout: "ignore",
+      stderr: "ignore",
+    });
     return (await child.exited) === 0;
   } catch {
     // docker-compose is not installed.
@@ -44,7 +48,11 @@ async function compose(...args: string[]) {
     stdout: "pipe",
     stderr: "pipe",
   });
-  const [stdout, stderr, code] = await Promise.all([new Response(child.stdout).text(), new Response(child.stderr).text(), child.exited]);
+  const [stdout, stderr, code] = await Promise.all([
+    new Response(child.stdout).text(),
+    new Response(child.stderr).text(),
+    child.exited,
+  ]);
   if (code !== 0) throw new Error(`docker-compose ${args.join(" ")} failed (${code}):\n${stderr}`);
   return stdout + stderr;
 }
@@ -54,7 +62,9 @@ const dtest = (args: string[]) => run(args, ENV);
 async function consumers(): Promise<Record<string, number>> {
   const result = await dtest(["status", "--json", "--listen", "0.1"]);
   const status = JSON.parse(result.stdout);
-  return Object.fromEntries(status.queues.map((q: { queue: string; consumers: number }) => [q.queue, q.consumers]));
+  return Object.fromEntries(
+    status.queues.map((q: { queue: string; consumers: number }) => [q.queue, q.consumers]),
+  );
 }
 
 async function until(check: () => Promise<boolean>, ms: number, what: string): Promise<void> {
@@ -85,7 +95,14 @@ describe.skipIf(!engine)("containers", () => {
 
   test("the image builds with the binary as entrypoint, running as a non-root user", async () => {
     await compose("build");
-    const inspect = Bun.spawnSync(["podman", "image", "inspect", ENV.DTEST_IMAGE, "--format", "{{.Config.User}} {{json .Config.Entrypoint}} {{.Size}}"]);
+    const inspect = Bun.spawnSync([
+      "podman",
+      "image",
+      "inspect",
+      ENV.DTEST_IMAGE,
+      "--format",
+      "{{.Config.User}} {{json .Config.Entrypoint}} {{.Size}}",
+    ]);
     const [user, entrypoint, size] = inspect.stdout.toString().trim().split(" ");
     expect(user).toBe("dtest");
     expect(entrypoint).toBe('["/usr/local/bin/dtest"]');
@@ -95,15 +112,25 @@ describe.skipIf(!engine)("containers", () => {
   test("up starts one worker per queue, each consuming, non-root on a read-only root", async () => {
     const started = performance.now();
     await compose("up", "-d");
-    await until(async () => {
-      const c = await consumers();
-      return c.queue_a === 1 && c.queue_b === 1;
-    }, 60_000, "one consumer on queue_a and queue_b");
+    await until(
+      async () => {
+        const c = await consumers();
+        return c.queue_a === 1 && c.queue_b === 1;
+      },
+      60_000,
+      "one consumer on queue_a and queue_b",
+    );
     console.log(`up to consuming: ${((performance.now() - started) / 1000).toFixed(2)} s`);
 
     const ids = (await compose("ps", "-q")).trim().split("\n");
     for (const id of ids) {
-      const inspect = Bun.spawnSync(["podman", "inspect", id, "--format", "{{.HostConfig.ReadonlyRootfs}} {{.Config.User}}"]);
+      const inspect = Bun.spawnSync([
+        "podman",
+        "inspect",
+        id,
+        "--format",
+        "{{.HostConfig.ReadonlyRootfs}} {{.Config.User}}",
+      ]);
       expect(inspect.stdout.toString().trim()).toBe("true dtest");
     }
   }, 120_000);
@@ -131,7 +158,10 @@ describe.skipIf(!engine)("containers", () => {
     expect(scaled.code).toBe(0);
     expect((await consumers()).queue_a).toBe(3);
 
-    const burst = writeConfig(tempDir(), "task_routing:\n  task_a: queue_a\ntest_scenario:\n  tasks:\n    - { task: task_a, count: 30 }\n");
+    const burst = writeConfig(
+      tempDir(),
+      "task_routing:\n  task_a: queue_a\ntest_scenario:\n  tasks:\n    - { task: task_a, count: 30 }\n",
+    );
     const result = await dtest(["dispatch", "--config", burst]);
     expect(result.code).toBe(0);
     expect(workersThatRan(await compose("logs", "--no-color", "worker-a"), "task_a").size).toBe(3);
@@ -144,9 +174,14 @@ describe.skipIf(!engine)("containers", () => {
   }, 120_000);
 
   test("stopping a worker under load (SIGTERM) loses no task: all are reported once", async () => {
-    const burst = writeConfig(tempDir(), "task_routing:\n  task_b: queue_b\ntest_scenario:\n  tasks:\n    - { task: task_b, count: 15 }\n");
+    const burst = writeConfig(
+      tempDir(),
+      "task_routing:\n  task_b: queue_b\ntest_scenario:\n  tasks:\n    - { task: task_b, count: 15 }\n",
+    );
     const dispatcher = Bun.spawn([BIN, "dispatch", "--config", burst, "--timeout", "120"], {
-      env: { ...process.env, ...ENV }, stdout: "pipe", stderr: "pipe",
+      env: { ...process.env, ...ENV },
+      stdout: "pipe",
+      stderr: "pipe",
     });
 
     await Bun.sleep(700);
@@ -164,7 +199,13 @@ describe.skipIf(!engine)("containers", () => {
   test("down leaves nothing running", async () => {
     await compose("down");
     expect((await compose("ps", "-q")).trim()).toBe("");
-    const left = Bun.spawnSync(["podman", "ps", "-q", "--filter", `label=com.docker.compose.project=${PROJECT}`]);
+    const left = Bun.spawnSync([
+      "podman",
+      "ps",
+      "-q",
+      "--filter",
+      `label=com.docker.compose.project=${PROJECT}`,
+    ]);
     expect(left.stdout.toString().trim()).toBe("");
   }, 120_000);
 });

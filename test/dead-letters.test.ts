@@ -7,7 +7,18 @@ import { afterAll, beforeAll, expect, test } from "bun:test";
 import type { Channel, ChannelModel } from "amqplib";
 
 import { encodeTask, newTask } from "../core/protocol.ts";
-import { connectTestBroker, deleteQueues, nextMessage, requireBinary, run, startWorker, stopAll, tempDir, uniqueName, writeConfig } from "./helpers.ts";
+import {
+  connectTestBroker,
+  deleteQueues,
+  nextMessage,
+  requireBinary,
+  run,
+  startWorker,
+  stopAll,
+  tempDir,
+  uniqueName,
+  writeConfig,
+} from "./helpers.ts";
 
 let conn: ChannelModel;
 let ch: Channel;
@@ -31,7 +42,11 @@ const next = (queue: string, ms?: number) => nextMessage(ch, queue, ms);
 test("a task refused for a missing route is listed with its reason and runs once requeued after the fix", async () => {
   const dir = tempDir();
   const before = writeConfig(dir, `task_routing:\n  task_a: ${qa}\n`, "before.yml");
-  const after = writeConfig(dir, `task_routing:\n  task_a: ${qa}\n  report: ${qa}\ntasks:\n  report: { kind: noop }\n`, "after.yml");
+  const after = writeConfig(
+    dir,
+    `task_routing:\n  task_a: ${qa}\n  report: ${qa}\ntasks:\n  report: { kind: noop }\n`,
+    "after.yml",
+  );
 
   const old = await startWorker(qa, before);
   const parked = newTask({ name: "report", args: ["weekly"], kwargs: {}, replyTo: replies });
@@ -46,7 +61,12 @@ test("a task refused for a missing route is listed with its reason and runs once
   const listed = await run(["dead-letters", "--config", after, "--json"]);
   const letters = JSON.parse(listed.stdout);
   expect(letters).toHaveLength(2);
-  expect(letters[0]).toMatchObject({ queue: qa, id: parked.id, task: "report", reason: `task report is not registered on this worker` });
+  expect(letters[0]).toMatchObject({
+    queue: qa,
+    id: parked.id,
+    task: "report",
+    reason: `task report is not registered on this worker`,
+  });
   expect(listed.code).toBe(0);
 
   const text = await run(["dead-letters", "--config", after]);

@@ -33,12 +33,19 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  await deleteQueues(conn, queues.flatMap((q) => [q, `${q}.dead`]));
+  await deleteQueues(
+    conn,
+    queues.flatMap((q) => [q, `${q}.dead`]),
+  );
   await conn.close();
 });
 
 /** A config whose queues belong to this test alone. */
-function config(body: (qa: string, qb: string) => string): { file: string; qa: string; qb: string } {
+function config(body: (qa: string, qb: string) => string): {
+  file: string;
+  qa: string;
+  qb: string;
+} {
   const qa = uniqueName("qa");
   const qb = uniqueName("qb");
   queues.push(qa, qb);
@@ -67,7 +74,8 @@ describe("seed scenario", () => {
   test("two workers and dispatch print the seed's report line for line and exit 0", async () => {
     const seed = readFileSync(join(ROOT, "test-config.yml"), "utf8");
     const { file, qa, qb } = config((qa, qb) =>
-      seed.replace("task_a: queue_a", `task_a: ${qa}`).replace("task_b: queue_b", `task_b: ${qb}`));
+      seed.replace("task_a: queue_a", `task_a: ${qa}`).replace("task_b: queue_b", `task_b: ${qb}`),
+    );
     const workers = [await startWorker(qa, file), await startWorker(qb, file)];
 
     try {
@@ -91,7 +99,8 @@ describe("seed scenario", () => {
   });
 
   test("tasks run concurrently: the total is well under the sum of task times", async () => {
-    const { file, qa } = config((qa) => `
+    const { file, qa } = config(
+      (qa) => `
 task_routing:
   slow: ${qa}
 tasks:
@@ -100,7 +109,8 @@ test_scenario:
   tasks:
     - task: slow
       count: 4
-`);
+`,
+    );
     const worker = await startWorker(qa, file, ["--concurrency", "4"]);
 
     try {
@@ -121,7 +131,8 @@ describe("failures and retries", () => {
   test("a task that fails twice then succeeds reports 2 retries and exits 0", async () => {
     const dir = tempDir();
     const marker = join(dir, "attempts");
-    const { file, qa } = config((qa) => `
+    const { file, qa } = config(
+      (qa) => `
 task_routing:
   flaky: ${qa}
 retry_config: { max_retries: 3, retry_delay: 0.05, retry_backoff: true, retry_backoff_max: 1, retry_jitter: false }
@@ -129,7 +140,8 @@ tasks:
   flaky:
     kind: exec
     command: ["sh", "-c", "echo x >> ${marker}; test $(wc -l < ${marker}) -ge 3"]
-`);
+`,
+    );
     const worker = await startWorker(qa, file);
 
     try {
@@ -144,7 +156,8 @@ tasks:
   });
 
   test("an exec task whose expectation holds passes; one that fails exits 1 with the reason", async () => {
-    const { file, qa } = config((qa) => `
+    const { file, qa } = config(
+      (qa) => `
 task_routing:
   greets: ${qa}
   wrong: ${qa}
@@ -158,13 +171,16 @@ tasks:
     kind: exec
     command: ["echo", "2 tests failed"]
     expect: { stdout_contains: "tests passed" }
-`);
+`,
+    );
     const worker = await startWorker(qa, file);
 
     try {
       const result = await run(["dispatch", "--config", file]);
       expect(result.stdout).toContain("Result from greets: exit 0");
-      expect(result.stdout).toMatch(/Result from wrong: FAILED \(ExpectationFailed: expected stdout to contain "tests passed"\)/);
+      expect(result.stdout).toMatch(
+        /Result from wrong: FAILED \(ExpectationFailed: expected stdout to contain "tests passed"\)/,
+      );
       expect(result.stdout).toContain("Failed tasks: 1");
       expect(result.code).toBe(1);
     } finally {
@@ -182,17 +198,21 @@ tasks:
   });
 
   test("--timeout reports the task without a result and exits 3", async () => {
-    const { file, qa } = config((qa) => `
+    const { file, qa } = config(
+      (qa) => `
 task_routing:
   sleepy: ${qa}
 tasks:
   sleepy: { kind: hello, duration: 5 }
-`);
+`,
+    );
     const worker = await startWorker(qa, file);
 
     try {
       const result = await run(["dispatch", "--config", file, "--timeout", "0.5"]);
-      expect(result.stdout).toMatch(/Result from sleepy: NO RESULT \(task [0-9a-f-]{36} did not finish in time\)/);
+      expect(result.stdout).toMatch(
+        /Result from sleepy: NO RESULT \(task [0-9a-f-]{36} did not finish in time\)/,
+      );
       expect(result.stderr).toContain("no result within 0.5 s for 1 task(s)");
       expect(result.code).toBe(3);
     } finally {
@@ -204,12 +224,14 @@ tasks:
 
 describe("delivery guarantees", () => {
   test("a worker killed mid-task leaves it to another worker; dispatch reports it once", async () => {
-    const { file, qa } = config((qa) => `
+    const { file, qa } = config(
+      (qa) => `
 task_routing:
   long: ${qa}
 tasks:
   long: { kind: hello, message: survived, duration: 1.5 }
-`);
+`,
+    );
     const first = await startWorker(qa, file);
     const dispatcher = start(["dispatch", "--config", file, "--timeout", "30"]);
     let second: Proc | undefined;
@@ -231,12 +253,14 @@ tasks:
   });
 
   test("SIGTERM lets the in-flight task finish and reply, then the worker exits 0", async () => {
-    const { file, qa } = config((qa) => `
+    const { file, qa } = config(
+      (qa) => `
 task_routing:
   long: ${qa}
 tasks:
   long: { kind: hello, message: finished anyway, duration: 1 }
-`);
+`,
+    );
     const worker = await startWorker(qa, file);
     const dispatcher = start(["dispatch", "--config", file]);
 
@@ -264,9 +288,17 @@ tasks:
 
 describe("broker and arguments", () => {
   test("an unreachable broker is a clear error after the bounded wait, exit 3, password masked", async () => {
-    const result = await run(["dispatch", "--broker", "amqp://guest:hunter2@127.0.0.1:1", "--connect-timeout", "1"]);
+    const result = await run([
+      "dispatch",
+      "--broker",
+      "amqp://guest:hunter2@127.0.0.1:1",
+      "--connect-timeout",
+      "1",
+    ]);
 
-    expect(result.stderr).toContain("cannot reach RabbitMQ at amqp://guest:***@127.0.0.1:1 within 1 s");
+    expect(result.stderr).toContain(
+      "cannot reach RabbitMQ at amqp://guest:***@127.0.0.1:1 within 1 s",
+    );
     expect(result.stderr).toContain("hint: start RabbitMQ");
     expect(result.stdout + result.stderr).not.toContain("hunter2");
     expect(result.code).toBe(3);
@@ -274,7 +306,10 @@ describe("broker and arguments", () => {
 
   test.each([
     [["dispatch", "--timeout", "-1"], "--timeout must be a number of seconds > 0"],
-    [["worker", "--queue", "queue_a", "--concurrency", "0"], "--concurrency must be a whole number ≥ 1"],
+    [
+      ["worker", "--queue", "queue_a", "--concurrency", "0"],
+      "--concurrency must be a whole number ≥ 1",
+    ],
     [["worker", "--queue", "nowhere"], "no task in test-config.yml is routed to nowhere"],
     [["worker"], "--queue is required"],
     [["dispatch", "--frobnicate"], "unknown flag --frobnicate"],
@@ -286,10 +321,15 @@ describe("broker and arguments", () => {
   });
 
   test("a bad config exits 2 with file:line and no stack trace", async () => {
-    const file = writeConfig(tempDir(), "task_routing:\n  task_a: queue_a\nretry_config:\n  max_retries: -2\n");
+    const file = writeConfig(
+      tempDir(),
+      "task_routing:\n  task_a: queue_a\nretry_config:\n  max_retries: -2\n",
+    );
     const result = await run(["dispatch", "--config", file]);
 
-    expect(result.stderr).toContain(`${file}:4: retry_config.max_retries must be an integer from 0 to 1000 (got -2)`);
+    expect(result.stderr).toContain(
+      `${file}:4: retry_config.max_retries must be an integer from 0 to 1000 (got -2)`,
+    );
     expect(result.stderr).not.toContain("    at ");
     expect(result.code).toBe(2);
   });
@@ -300,9 +340,13 @@ describe("broker and arguments", () => {
     await worker.waitFor(`consuming ${qa}`);
     await stopAll([worker]);
 
-    const lines = worker.stderr.trim().split("\n").map((line) => JSON.parse(line));
+    const lines = worker.stderr
+      .trim()
+      .split("\n")
+      .map((line) => JSON.parse(line));
     expect(lines.length).toBeGreaterThanOrEqual(3);
-    for (const line of lines) expect(Object.keys(line)).toEqual(expect.arrayContaining(["time", "level", "msg"]));
+    for (const line of lines)
+      expect(Object.keys(line)).toEqual(expect.arrayContaining(["time", "level", "msg"]));
     expect(worker.stdout).toBe("");
   });
 });

@@ -32,7 +32,10 @@ beforeAll(async () => {
 
 afterAll(async () => {
   conn = await connectTestBroker();
-  await deleteQueues(conn, queues.flatMap((q) => [q, `${q}.dead`]));
+  await deleteQueues(
+    conn,
+    queues.flatMap((q) => [q, `${q}.dead`]),
+  );
   await conn.close();
 });
 
@@ -44,7 +47,9 @@ function setup(tasks: (q: string) => string): { file: string; q: string } {
 
 /** The counts line of a load-test report. */
 function counts(stdout: string) {
-  const m = /Tasks: sent (\d+), succeeded (\d+), failed (\d+), lost (\d+), duplicates (\d+)/.exec(stdout);
+  const m = /Tasks: sent (\d+), succeeded (\d+), failed (\d+), lost (\d+), duplicates (\d+)/.exec(
+    stdout,
+  );
   if (!m) throw new Error(`no counts line in:\n${stdout}`);
   const [sent, succeeded, failed, lost, duplicates] = m.slice(1).map(Number);
   return { sent, succeeded, failed, lost, duplicates };
@@ -58,7 +63,9 @@ function expectNoUnhandledErrors(...procs: Proc[]): void {
 
 describe("faults", () => {
   test("SIGKILL of one of two workers in a 1,000-task run: every task completes, each once", async () => {
-    const { file, q } = setup((q) => `task_routing:\n  work: ${q}\ntasks:\n  work: { kind: hello, duration: 0.005 }\n`);
+    const { file, q } = setup(
+      (q) => `task_routing:\n  work: ${q}\ntasks:\n  work: { kind: hello, duration: 0.005 }\n`,
+    );
     const victim = await startWorker(q, file, ["--concurrency", "10"]);
     const survivor = await startWorker(q, file, ["--concurrency", "10"]);
     const load = start(["load-test", "--config", file, "--tasks", "1000", "--timeout", "120"]);
@@ -78,12 +85,24 @@ describe("faults", () => {
   }, 180_000);
 
   test("RabbitMQ restarted three times during a 10,000-task load test: all reported exactly once", async () => {
-    const { file, q } = setup((q) => `task_routing:\n  work: ${q}\ntasks:\n  work: { kind: noop }\n`);
+    const { file, q } = setup(
+      (q) => `task_routing:\n  work: ${q}\ntasks:\n  work: { kind: noop }\n`,
+    );
     const workers = [
       await startWorker(q, file, ["--concurrency", "50", "--log-level", "info"]),
       await startWorker(q, file, ["--concurrency", "50", "--log-level", "info"]),
     ];
-    const load = start(["load-test", "--config", file, "--tasks", "10000", "--rate", "400", "--timeout", "120"]);
+    const load = start([
+      "load-test",
+      "--config",
+      file,
+      "--tasks",
+      "10000",
+      "--rate",
+      "400",
+      "--timeout",
+      "120",
+    ]);
 
     // This test's own connection would only die with the broker; it reconnects in afterAll.
     await conn?.close();
@@ -111,7 +130,9 @@ describe("faults", () => {
   }, 240_000);
 
   test("SIGTERM under load: in-flight tasks finish, the worker exits 0, nothing lost or duplicated", async () => {
-    const { file, q } = setup((q) => `task_routing:\n  work: ${q}\ntasks:\n  work: { kind: hello, duration: 0.3 }\n`);
+    const { file, q } = setup(
+      (q) => `task_routing:\n  work: ${q}\ntasks:\n  work: { kind: hello, duration: 0.3 }\n`,
+    );
     const stopping = await startWorker(q, file, ["--concurrency", "4"]);
     const other = await startWorker(q, file, ["--concurrency", "4"]);
     const load = start(["load-test", "--config", file, "--tasks", "40", "--timeout", "60"]);
@@ -124,37 +145,56 @@ describe("faults", () => {
 
     expect(await load.exit()).toBe(0);
     await stopAll([other]);
-    expect(counts(load.stdout)).toEqual({ sent: 40, succeeded: 40, failed: 0, lost: 0, duplicates: 0 });
+    expect(counts(load.stdout)).toEqual({
+      sent: 40,
+      succeeded: 40,
+      failed: 0,
+      lost: 0,
+      duplicates: 0,
+    });
     expectNoUnhandledErrors(load, stopping, other);
   }, 120_000);
 
   test.each([
     ["the grace period ends", ["--grace", "0.3"], false],
     ["a second signal arrives", ["--grace", "60"], true],
-  ])("when %s, unfinished tasks are requeued, not dropped", async (_name, flags, twice) => {
-    const { file, q } = setup((q) => `task_routing:\n  long: ${q}\ntasks:\n  long: { kind: hello, duration: 2 }\n`);
-    const stopping = await startWorker(q, file, ["--concurrency", "3", ...flags]);
-    const load = start(["load-test", "--config", file, "--tasks", "3", "--timeout", "60"]);
+  ])(
+    "when %s, unfinished tasks are requeued, not dropped",
+    async (_name, flags, twice) => {
+      const { file, q } = setup(
+        (q) => `task_routing:\n  long: ${q}\ntasks:\n  long: { kind: hello, duration: 2 }\n`,
+      );
+      const stopping = await startWorker(q, file, ["--concurrency", "3", ...flags]);
+      const load = start(["load-test", "--config", file, "--tasks", "3", "--timeout", "60"]);
 
-    await stopping.waitFor(/(long\[[0-9a-f-]+\] received[\s\S]*){3}/);
-    stopping.child.kill("SIGTERM");
-    if (twice) {
-      await stopping.waitFor("stopping gracefully");
+      await stopping.waitFor(/(long\[[0-9a-f-]+\] received[\s\S]*){3}/);
       stopping.child.kill("SIGTERM");
-    }
-    expect(await stopping.exit()).toBe(0);
-    expect(stopping.stderr).toContain("3 task(s) still running; requeueing them");
+      if (twice) {
+        await stopping.waitFor("stopping gracefully");
+        stopping.child.kill("SIGTERM");
+      }
+      expect(await stopping.exit()).toBe(0);
+      expect(stopping.stderr).toContain("3 task(s) still running; requeueing them");
 
-    const rescuer = await startWorker(q, file, ["--concurrency", "3"]);
-    expect(await load.exit()).toBe(0);
-    await stopAll([rescuer]);
-    expect(counts(load.stdout)).toEqual({ sent: 3, succeeded: 3, failed: 0, lost: 0, duplicates: 0 });
-    expectNoUnhandledErrors(load, stopping, rescuer);
-  }, 60_000);
+      const rescuer = await startWorker(q, file, ["--concurrency", "3"]);
+      expect(await load.exit()).toBe(0);
+      await stopAll([rescuer]);
+      expect(counts(load.stdout)).toEqual({
+        sent: 3,
+        succeeded: 3,
+        failed: 0,
+        lost: 0,
+        duplicates: 0,
+      });
+      expectNoUnhandledErrors(load, stopping, rescuer);
+    },
+    60_000,
+  );
 
   test("an exec task past its time limit is killed with its whole process group; the worker carries on", async () => {
     const marker = `${Math.floor(Math.random() * 1e6)}.5`;
-    const { file, q } = setup((q) => `
+    const { file, q } = setup(
+      (q) => `
 task_routing:
   hang: ${q}
   quick: ${q}
@@ -165,14 +205,17 @@ tasks:
     command: ["sh", "-c", "sleep ${marker} & sleep ${marker}; wait"]
     timeout: 0.5
   quick: { kind: noop }
-`);
+`,
+    );
     const worker = await startWorker(q, file);
 
     try {
       const hung = await run(["load-test", "--config", file, "--task", "hang", "--tasks", "1"]);
       expect(counts(hung.stdout)).toMatchObject({ sent: 1, failed: 1 });
       expect(worker.stderr).toContain("TimeLimitExceeded: timed out after 0.5 s");
-      const left = Bun.spawnSync(["pgrep", "-f", `sleep ${marker}`]).stdout.toString().trim();
+      const left = Bun.spawnSync(["pgrep", "-f", `sleep ${marker}`])
+        .stdout.toString()
+        .trim();
       expect(left).toBe("");
 
       const after = await run(["load-test", "--config", file, "--task", "quick", "--tasks", "5"]);

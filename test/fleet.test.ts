@@ -30,11 +30,14 @@ let file: string;
 beforeAll(async () => {
   await requireBinary();
   conn = await connectTestBroker();
-  file = writeConfig(tempDir(), `
+  file = writeConfig(
+    tempDir(),
+    `
 task_routing:
   task_a: ${qa}
   task_b: ${qb}
-`);
+`,
+  );
 });
 
 afterAll(async () => {
@@ -43,7 +46,11 @@ afterAll(async () => {
 });
 
 function jsonLines(text: string): Record<string, unknown>[] {
-  return text.trim().split("\n").filter(Boolean).map((l) => JSON.parse(l));
+  return text
+    .trim()
+    .split("\n")
+    .filter(Boolean)
+    .map((l) => JSON.parse(l));
 }
 
 describe("status", () => {
@@ -51,7 +58,9 @@ describe("status", () => {
     const worker = await startWorker(qa, file);
     const ch = await conn.createChannel();
     await ch.assertQueue(qb, { durable: true });
-    const { content, options } = encodeTask(newTask({ name: "task_b", args: [], kwargs: {}, replyTo: "" }));
+    const { content, options } = encodeTask(
+      newTask({ name: "task_b", args: [], kwargs: {}, replyTo: "" }),
+    );
     ch.sendToQueue(qb, content, options);
     await ch.close();
 
@@ -62,7 +71,13 @@ describe("status", () => {
         { queue: qa, consumers: 1, ready: 0, unacked: 0, deadLetters: 0 },
         { queue: qb, consumers: 0, ready: 1, unacked: 0, deadLetters: 0 },
       ]);
-      expect(status.workers).toEqual([expect.objectContaining({ hostname: expect.stringMatching(/^worker-/), queues: [qa], software: "dtest 0.1.0" })]);
+      expect(status.workers).toEqual([
+        expect.objectContaining({
+          hostname: expect.stringMatching(/^worker-/),
+          queues: [qa],
+          software: "dtest 0.1.0",
+        }),
+      ]);
       expect(result.code).toBe(0);
     } finally {
       await stopAll([worker]);
@@ -82,7 +97,11 @@ describe("monitor", () => {
     await monitor.waitFor("following the celeryev stream");
     const worker = await startWorker(qa, file);
 
-    const result = await run(["dispatch", "--config", writeConfig(tempDir(), `task_routing:\n  task_a: ${qa}\n`)]);
+    const result = await run([
+      "dispatch",
+      "--config",
+      writeConfig(tempDir(), `task_routing:\n  task_a: ${qa}\n`),
+    ]);
     expect(result.code).toBe(0);
     await stopAll([worker]);
     await monitor.waitFor('"type":"worker-offline"');
@@ -91,7 +110,13 @@ describe("monitor", () => {
 
     const events = jsonLines(monitor.stdout);
     const types = events.map((e) => e.type);
-    for (const type of ["worker-online", "task-received", "task-started", "task-succeeded", "worker-offline"]) {
+    for (const type of [
+      "worker-online",
+      "task-received",
+      "task-started",
+      "task-succeeded",
+      "worker-offline",
+    ]) {
       expect(types).toContain(type);
     }
     const succeeded = events.find((e) => e.type === "task-succeeded")!;
@@ -104,8 +129,14 @@ describe("monitor", () => {
     await monitor.waitFor("following the celeryev stream");
 
     const ch = await conn.createChannel();
-    for (const name of ["event.worker-online.json", "event.task-multi.received.json", "event.task-multi.succeeded.json"]) {
-      const captured = JSON.parse(readFileSync(join(import.meta.dir, "fixtures/celery", name), "utf8"));
+    for (const name of [
+      "event.worker-online.json",
+      "event.task-multi.received.json",
+      "event.task-multi.succeeded.json",
+    ]) {
+      const captured = JSON.parse(
+        readFileSync(join(import.meta.dir, "fixtures/celery", name), "utf8"),
+      );
       ch.publish("celeryev", captured.routing_key, Buffer.from(captured.body_raw), {
         contentType: "application/json",
         headers: captured.properties.headers,
@@ -119,15 +150,25 @@ describe("monitor", () => {
     await monitor.exit();
 
     expect(monitor.stdout).toContain("worker joined  w1@vm (?, py-celery)");
-    expect(monitor.stdout).toContain(`received  celery_app.task_b[2802f484-b17c-4e69-af0d-b5734086f7c8] on w1@vm (${qb})`);
+    expect(monitor.stdout).toContain(
+      `received  celery_app.task_b[2802f484-b17c-4e69-af0d-b5734086f7c8] on w1@vm (${qb})`,
+    );
   });
 });
 
 describe("scale", () => {
   test("with no compose tool on PATH it names what to install, exit 2", async () => {
     const dir = tempDir();
-    writeConfig(dir, "services:\n  worker-a:\n    command: [worker, --queue, queue_a]\n", "docker-compose.yml");
-    const result = await run(["scale", "worker-a", "2", "--config", file], { PATH: "/nonexistent" }, dir);
+    writeConfig(
+      dir,
+      "services:\n  worker-a:\n    command: [worker, --queue, queue_a]\n",
+      "docker-compose.yml",
+    );
+    const result = await run(
+      ["scale", "worker-a", "2", "--config", file],
+      { PATH: "/nonexistent" },
+      dir,
+    );
 
     expect(result.stderr).toContain("no compose tool found");
     expect(result.stderr).toContain("install Docker Compose");

@@ -26,7 +26,8 @@ export async function connectTestBroker(): Promise<ChannelModel> {
 }
 
 export async function requireBinary(): Promise<void> {
-  if (!(await Bun.file(BIN).exists())) throw new Error(`${BIN} is missing; build it with \`make build\``);
+  if (!(await Bun.file(BIN).exists()))
+    throw new Error(`${BIN} is missing; build it with \`make build\``);
 }
 
 /** A short unique prefix so each test owns its queues. */
@@ -52,10 +53,16 @@ export class Proc {
   private readonly drained: Promise<unknown>;
 
   constructor(readonly child: Subprocess<"ignore", "pipe", "pipe">) {
-    this.drained = Promise.all([this.pump(child.stdout, "stdout"), this.pump(child.stderr, "stderr")]);
+    this.drained = Promise.all([
+      this.pump(child.stdout, "stdout"),
+      this.pump(child.stderr, "stderr"),
+    ]);
   }
 
-  private async pump(stream: ReadableStream<Uint8Array>, field: "stdout" | "stderr"): Promise<void> {
+  private async pump(
+    stream: ReadableStream<Uint8Array>,
+    field: "stdout" | "stderr",
+  ): Promise<void> {
     const decoder = new TextDecoder();
     for await (const chunk of stream) {
       this[field] += decoder.decode(chunk, { stream: true });
@@ -66,9 +73,11 @@ export class Proc {
   /** Resolves when `pattern` appears in stdout+stderr; rejects after `ms` with the output so far. */
   async waitFor(pattern: string | RegExp, ms = 10_000): Promise<void> {
     const deadline = Date.now() + ms;
-    const seen = () => (typeof pattern === "string" ? this.output.includes(pattern) : pattern.test(this.output));
+    const seen = () =>
+      typeof pattern === "string" ? this.output.includes(pattern) : pattern.test(this.output);
     while (!seen()) {
-      if (Date.now() > deadline) throw new Error(`timed out waiting for ${pattern}; output:\n${this.output}`);
+      if (Date.now() > deadline)
+        throw new Error(`timed out waiting for ${pattern}; output:\n${this.output}`);
       await Promise.race([new Promise<void>((r) => this.waiters.push(r)), Bun.sleep(50)]);
     }
   }
@@ -105,8 +114,21 @@ export async function run(args: string[], env: Record<string, string> = {}, cwd 
 }
 
 /** Starts a worker and waits until it consumes its queue. */
-export async function startWorker(queue: string, config: string, extra: string[] = []): Promise<Proc> {
-  const proc = start(["worker", "--queue", queue, "--config", config, "--log-level", "debug", ...extra]);
+export async function startWorker(
+  queue: string,
+  config: string,
+  extra: string[] = [],
+): Promise<Proc> {
+  const proc = start([
+    "worker",
+    "--queue",
+    queue,
+    "--config",
+    config,
+    "--log-level",
+    "debug",
+    ...extra,
+  ]);
   await proc.waitFor(`consuming ${queue}`);
   return proc;
 }

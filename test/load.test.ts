@@ -31,7 +31,10 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  await deleteQueues(conn, queues.flatMap((q) => [q, `${q}.dead`]));
+  await deleteQueues(
+    conn,
+    queues.flatMap((q) => [q, `${q}.dead`]),
+  );
   await conn.close();
 });
 
@@ -45,30 +48,46 @@ function setup(tasks: (qa: string, qb: string) => string) {
 
 describe("load-test", () => {
   test("sends N of each routed type and reports counts, latency and execution per type", async () => {
-    const { dir, qa, qb, file } = setup((qa, qb) => `
+    const { dir, qa, qb, file } = setup(
+      (qa, qb) => `
 task_routing:
   task_a: ${qa}
   task_b: ${qb}
 tasks:
   task_a: { kind: hello, duration: 0.01 }
   task_b: { kind: noop }
-`);
-    const workers = [await startWorker(qa, file, ["--concurrency", "4"]), await startWorker(qb, file, ["--concurrency", "4"])];
+`,
+    );
+    const workers = [
+      await startWorker(qa, file, ["--concurrency", "4"]),
+      await startWorker(qb, file, ["--concurrency", "4"]),
+    ];
 
     try {
       const out = join(dir, "load.json");
       const result = await run(["load-test", "--config", file, "--tasks", "25", "--json", out]);
 
       expect(result.stdout).toContain(`Workers at start: ${qa}=1, ${qb}=1`);
-      expect(result.stdout).toContain("Tasks: sent 50, succeeded 50, failed 0, lost 0, duplicates 0");
-      expect(result.stdout).toMatch(/Latency \(publish to result\): p50 [\d.]+ms, p95 [\d.]+ms, p99 [\d.]+ms, max [\d.]+ms/);
+      expect(result.stdout).toContain(
+        "Tasks: sent 50, succeeded 50, failed 0, lost 0, duplicates 0",
+      );
+      expect(result.stdout).toMatch(
+        /Latency \(publish to result\): p50 [\d.]+ms, p95 [\d.]+ms, p99 [\d.]+ms, max [\d.]+ms/,
+      );
       expect(result.stdout).toMatch(/Execution time task_a: mean 0\.01\d\ds/);
       expect(result.stderr).toMatch(/^progress: 50\/50 done, 50 sent/m);
       expect(result.code).toBe(0);
 
       const report = JSON.parse(readFileSync(out, "utf8"));
       expect(report.version).toBe(1);
-      expect(report.tasks).toEqual({ sent: 50, succeeded: 50, failed: 0, lost: 0, duplicates: 0, retries: 0 });
+      expect(report.tasks).toEqual({
+        sent: 50,
+        succeeded: 50,
+        failed: 0,
+        lost: 0,
+        duplicates: 0,
+        retries: 0,
+      });
       expect(report.workers).toEqual({ start: { [qa]: 1, [qb]: 1 }, end: { [qa]: 1, [qb]: 1 } });
       const l = report.latency_ms;
       expect(l.p50).toBeGreaterThan(0);
@@ -77,7 +96,9 @@ tasks:
       expect(l.p99).toBeLessThanOrEqual(l.max);
       expect(report.execution_seconds.task_a.count).toBe(25);
       expect(report.histogram.reduce((n: number, b: { count: number }) => n + b.count, 0)).toBe(50);
-      expect(report.timeline.reduce((n: number, p: { completed: number }) => n + p.completed, 0)).toBe(50);
+      expect(
+        report.timeline.reduce((n: number, p: { completed: number }) => n + p.completed, 0),
+      ).toBe(50);
       expect(report.throughput_per_second).toBeGreaterThan(0);
     } finally {
       await stopAll(workers);
@@ -85,7 +106,8 @@ tasks:
   });
 
   test("--task loads one kind; failures exit 1 and are counted", async () => {
-    const { file, qa } = setup((qa) => `
+    const { file, qa } = setup(
+      (qa) => `
 task_routing:
   bad: ${qa}
   good: ${qa}
@@ -93,7 +115,8 @@ retry_config: { max_retries: 1, retry_delay: 0.01 }
 tasks:
   bad: { kind: exec, command: ["false"] }
   good: { kind: noop }
-`);
+`,
+    );
     const worker = await startWorker(qa, file, ["--concurrency", "4"]);
 
     try {
@@ -108,12 +131,24 @@ tasks:
   });
 
   test("--rate offers tasks at that pace, and --report writes an HTML page with both charts", async () => {
-    const { dir, file, qa } = setup((qa) => `task_routing:\n  ping: ${qa}\ntasks:\n  ping: { kind: noop }\n`);
+    const { dir, file, qa } = setup(
+      (qa) => `task_routing:\n  ping: ${qa}\ntasks:\n  ping: { kind: noop }\n`,
+    );
     const worker = await startWorker(qa, file);
 
     try {
       const page = join(dir, "report.html");
-      const result = await run(["load-test", "--config", file, "--tasks", "40", "--rate", "50", "--report", page]);
+      const result = await run([
+        "load-test",
+        "--config",
+        file,
+        "--tasks",
+        "40",
+        "--rate",
+        "50",
+        "--report",
+        page,
+      ]);
       const seconds = Number(/Total time: ([\d.]+)s/.exec(result.stdout)?.[1]);
       expect(seconds).toBeGreaterThanOrEqual(0.75);
       expect(result.code).toBe(0);
@@ -129,7 +164,9 @@ tasks:
   });
 
   test("tasks nobody answers are counted lost and exit 3", async () => {
-    const { file, qa } = setup((qa) => `task_routing:\n  slow: ${qa}\ntasks:\n  slow: { kind: hello, duration: 10 }\n`);
+    const { file, qa } = setup(
+      (qa) => `task_routing:\n  slow: ${qa}\ntasks:\n  slow: { kind: hello, duration: 10 }\n`,
+    );
     const worker = await startWorker(qa, file);
 
     try {
@@ -143,7 +180,9 @@ tasks:
   });
 
   test("a worker killed mid-run loses nothing: every task is reported exactly once", async () => {
-    const { file, qa } = setup((qa) => `task_routing:\n  work: ${qa}\ntasks:\n  work: { kind: hello, duration: 0.02 }\n`);
+    const { file, qa } = setup(
+      (qa) => `task_routing:\n  work: ${qa}\ntasks:\n  work: { kind: hello, duration: 0.02 }\n`,
+    );
     const victim = await startWorker(qa, file, ["--concurrency", "5"]);
     const survivor = await startWorker(qa, file, ["--concurrency", "5"]);
     const load = start(["load-test", "--config", file, "--tasks", "300", "--timeout", "60"]);
@@ -156,7 +195,9 @@ tasks:
       late = await startWorker(qa, file, ["--concurrency", "5"]);
 
       expect(await load.exit()).toBe(0);
-      expect(load.stdout).toMatch(/Tasks: sent 300, succeeded 300, failed 0, lost 0, duplicates \d+/);
+      expect(load.stdout).toMatch(
+        /Tasks: sent 300, succeeded 300, failed 0, lost 0, duplicates \d+/,
+      );
     } finally {
       await stopAll([survivor, ...(late ? [late] : [])]);
     }

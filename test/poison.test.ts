@@ -37,7 +37,10 @@ beforeAll(async () => {
   conn = await connectTestBroker();
   ch = await conn.createChannel();
   await ch.assertQueue(replies, { durable: false });
-  const file = writeConfig(tempDir(), `task_routing:\n  task_a: ${qa}\n  task_b: ${qb}\ntasks:\n  task_a: { kind: noop }\n`);
+  const file = writeConfig(
+    tempDir(),
+    `task_routing:\n  task_a: ${qa}\n  task_b: ${qb}\ntasks:\n  task_a: { kind: noop }\n`,
+  );
   worker = await startWorker(qa, file);
 });
 
@@ -49,7 +52,11 @@ afterAll(async () => {
 
 const next = (queue: string, ms?: number) => nextMessage(ch, queue, ms);
 
-function send(body: Buffer | string, headers: Record<string, unknown>, props: Record<string, unknown> = {}) {
+function send(
+  body: Buffer | string,
+  headers: Record<string, unknown>,
+  props: Record<string, unknown> = {},
+) {
   const id = typeof headers.id === "string" ? headers.id : crypto.randomUUID();
   ch.sendToQueue(qa, Buffer.from(body), {
     contentType: "application/json",
@@ -65,19 +72,98 @@ const validBody = JSON.stringify([[], {}, EMBED]);
 
 describe("poison messages are answered, parked with the reason, and the worker keeps serving", () => {
   const cases: [string, () => string, string, string][] = [
-    ["a body that is not JSON", () => send("{{{", { task: "task_a", id: crypto.randomUUID() }), "body is not valid JSON", "ProtocolError"],
-    ["a protocol v1 body (a dict)", () => send('{"task": "task_a", "args": []}', { task: "task_a", id: crypto.randomUUID() }), "body must be [args, kwargs, embed]", "ProtocolError"],
-    ["args that are not a list", () => send('["x", {}, {}]', { task: "task_a", id: crypto.randomUUID() }), "body must be [args, kwargs, embed]", "ProtocolError"],
-    ["a 10 MB body", () => send(Buffer.alloc(10 * 1024 * 1024, 0x61), { task: "task_a", id: crypto.randomUUID() }), "exceeds the 1048576-byte limit", "ProtocolError"],
-    ["no task header", () => send(validBody, { id: crypto.randomUUID() }), "header task must be a non-empty string", "ProtocolError"],
-    ["a task header that is a number", () => send(validBody, { task: 42, id: crypto.randomUUID() }), "header task must be a non-empty string", "ProtocolError"],
-    ["retries as a string", () => send(validBody, { task: "task_a", id: crypto.randomUUID(), retries: "two" }), 'header retries must be an integer ≥ 0; got "two"', "ProtocolError"],
-    ["an eta that is not a time", () => send(validBody, { task: "task_a", id: crypto.randomUUID(), eta: "soon" }), "header eta must be an ISO-8601 time", "ProtocolError"],
-    ["no content type", () => send(validBody, { task: "task_a", id: crypto.randomUUID() }, { contentType: undefined }), "content_type must be application/json; got none", "ProtocolError"],
-    ["an unknown task", () => send(validBody, { task: "proj.tasks.nope", id: crypto.randomUUID() }), "task proj.tasks.nope is not registered", "NotRegistered"],
-    ["a task for another queue", () => send(validBody, { task: "task_b", id: crypto.randomUUID() }), `task_b belongs to queue ${qb}`, "WrongQueue"],
-    ["a Celery chord", () => send(JSON.stringify([[], {}, { ...EMBED, chord: { task: "join", args: [], kwargs: {}, options: {} } }]), { task: "task_a", id: crypto.randomUUID() }), "chords are not supported", "ProtocolError"],
-    ["an eta a year away", () => send(validBody, { task: "task_a", id: crypto.randomUUID(), eta: new Date(Date.now() + 365 * 86400e3).toISOString() }), "is more than 24 h away", "ProtocolError"],
+    [
+      "a body that is not JSON",
+      () => send("{{{", { task: "task_a", id: crypto.randomUUID() }),
+      "body is not valid JSON",
+      "ProtocolError",
+    ],
+    [
+      "a protocol v1 body (a dict)",
+      () => send('{"task": "task_a", "args": []}', { task: "task_a", id: crypto.randomUUID() }),
+      "body must be [args, kwargs, embed]",
+      "ProtocolError",
+    ],
+    [
+      "args that are not a list",
+      () => send('["x", {}, {}]', { task: "task_a", id: crypto.randomUUID() }),
+      "body must be [args, kwargs, embed]",
+      "ProtocolError",
+    ],
+    [
+      "a 10 MB body",
+      () => send(Buffer.alloc(10 * 1024 * 1024, 0x61), { task: "task_a", id: crypto.randomUUID() }),
+      "exceeds the 1048576-byte limit",
+      "ProtocolError",
+    ],
+    [
+      "no task header",
+      () => send(validBody, { id: crypto.randomUUID() }),
+      "header task must be a non-empty string",
+      "ProtocolError",
+    ],
+    [
+      "a task header that is a number",
+      () => send(validBody, { task: 42, id: crypto.randomUUID() }),
+      "header task must be a non-empty string",
+      "ProtocolError",
+    ],
+    [
+      "retries as a string",
+      () => send(validBody, { task: "task_a", id: crypto.randomUUID(), retries: "two" }),
+      'header retries must be an integer ≥ 0; got "two"',
+      "ProtocolError",
+    ],
+    [
+      "an eta that is not a time",
+      () => send(validBody, { task: "task_a", id: crypto.randomUUID(), eta: "soon" }),
+      "header eta must be an ISO-8601 time",
+      "ProtocolError",
+    ],
+    [
+      "no content type",
+      () =>
+        send(validBody, { task: "task_a", id: crypto.randomUUID() }, { contentType: undefined }),
+      "content_type must be application/json; got none",
+      "ProtocolError",
+    ],
+    [
+      "an unknown task",
+      () => send(validBody, { task: "proj.tasks.nope", id: crypto.randomUUID() }),
+      "task proj.tasks.nope is not registered",
+      "NotRegistered",
+    ],
+    [
+      "a task for another queue",
+      () => send(validBody, { task: "task_b", id: crypto.randomUUID() }),
+      `task_b belongs to queue ${qb}`,
+      "WrongQueue",
+    ],
+    [
+      "a Celery chord",
+      () =>
+        send(
+          JSON.stringify([
+            [],
+            {},
+            { ...EMBED, chord: { task: "join", args: [], kwargs: {}, options: {} } },
+          ]),
+          { task: "task_a", id: crypto.randomUUID() },
+        ),
+      "chords are not supported",
+      "ProtocolError",
+    ],
+    [
+      "an eta a year away",
+      () =>
+        send(validBody, {
+          task: "task_a",
+          id: crypto.randomUUID(),
+          eta: new Date(Date.now() + 365 * 86400e3).toISOString(),
+        }),
+      "is more than 24 h away",
+      "ProtocolError",
+    ],
   ];
 
   test.each(cases)("%s", async (_name, publish, reason, excType) => {
@@ -98,15 +184,26 @@ describe("poison messages are answered, parked with the reason, and the worker k
     ch.sendToQueue(qa, Buffer.from("garbage"), { contentType: "text/plain" });
     const parked = await next(dead);
     expect(parked.content.toString()).toBe("garbage");
-    expect(String(parked.properties.headers?.["x-dtest-reason"])).toContain("content_type must be application/json");
+    expect(String(parked.properties.headers?.["x-dtest-reason"])).toContain(
+      "content_type must be application/json",
+    );
   });
 
   test.each([
-    ["byte"], ["unsignedbyte"], ["short"], ["unsignedshort"], ["int"], ["unsignedint"], ["long"],
+    ["byte"],
+    ["unsignedbyte"],
+    ["short"],
+    ["unsignedshort"],
+    ["int"],
+    ["unsignedint"],
+    ["long"],
   ])("retries sent as an AMQP %s integer decodes and the task runs", async (type) => {
     const task = newTask({ name: "task_a", args: [1], kwargs: {}, replyTo: replies });
     const { content, options } = encodeTask(task);
-    ch.sendToQueue(qa, content, { ...options, headers: { ...options.headers, retries: { "!": type, value: 0 } } });
+    ch.sendToQueue(qa, content, {
+      ...options,
+      headers: { ...options.headers, retries: { "!": type, value: 0 } },
+    });
 
     const reply = JSON.parse((await next(replies)).content.toString());
     expect(reply).toMatchObject({ task_id: task.id, status: "SUCCESS" });
@@ -134,7 +231,10 @@ with amqp.Connection("${new URL(BROKER_URL).host}", userid="guest", password="gu
   test("after every poison message the worker still serves a normal task", async () => {
     const task = newTask({ name: "task_a", args: ["still", "here"], kwargs: {}, replyTo: replies });
     const { content, options } = encodeTask(task);
-    ch.sendToQueue(qa, content, { ...options, headers: tagIntegers(options.headers) as Record<string, unknown> });
+    ch.sendToQueue(qa, content, {
+      ...options,
+      headers: tagIntegers(options.headers) as Record<string, unknown>,
+    });
 
     const reply = JSON.parse((await next(replies)).content.toString());
     expect(reply.status).toBe("SUCCESS");

@@ -29,7 +29,9 @@ afterAll(() => ctl("delete_user", user));
 test("no command prints or writes the broker password, even at trace level", async () => {
   const dir = tempDir();
   const q = uniqueName("sq");
-  const file = writeConfig(dir, `
+  const file = writeConfig(
+    dir,
+    `
 rabbitmq: { host: 127.0.0.1, port: 5672, username: ${user}, password: "${password}" }
 task_routing:
   task_a: ${q}
@@ -37,7 +39,8 @@ task_routing:
 retry_config: { max_retries: 0 }
 tasks:
   broken: { kind: exec, command: ["false"] }
-`);
+`,
+  );
   const outputs: string[] = [];
   const collect = (r: { stdout: string; stderr: string }) => outputs.push(r.stdout, r.stderr);
   const env = { AMQP_URL: "" };
@@ -50,19 +53,58 @@ tasks:
     await monitor.waitFor("following the celeryev stream");
 
     collect(await run(["dispatch", "--config", file, "--broker", url, ...verbose]));
-    collect(await run(["load-test", "--config", file, "--tasks", "3", "--json", join(dir, `load-${format}.json`), "--report", join(dir, `load-${format}.html`), ...verbose], env));
+    collect(
+      await run(
+        [
+          "load-test",
+          "--config",
+          file,
+          "--tasks",
+          "3",
+          "--json",
+          join(dir, `load-${format}.json`),
+          "--report",
+          join(dir, `load-${format}.html`),
+          ...verbose,
+        ],
+        env,
+      ),
+    );
     collect(await run(["status", "--config", file, "--listen", "0.5", ...verbose], env));
     collect(await run(["status", "--config", file, "--json", "--listen", "0.1", ...verbose], env));
     collect(await run(["dead-letters", "--config", file, ...verbose], env));
-    collect(await run(["dispatch", "--config", file, "--broker", url.replace("127.0.0.1:5672", "127.0.0.1:1"), "--connect-timeout", "0.5", ...verbose]));
-    collect(await run(["dispatch", "--config", file, "--broker", url.replace(password, "wrong-password"), "--connect-timeout", "0.5", ...verbose]));
+    collect(
+      await run([
+        "dispatch",
+        "--config",
+        file,
+        "--broker",
+        url.replace("127.0.0.1:5672", "127.0.0.1:1"),
+        "--connect-timeout",
+        "0.5",
+        ...verbose,
+      ]),
+    );
+    collect(
+      await run([
+        "dispatch",
+        "--config",
+        file,
+        "--broker",
+        url.replace(password, "wrong-password"),
+        "--connect-timeout",
+        "0.5",
+        ...verbose,
+      ]),
+    );
 
     for (const p of [worker, monitor]) p.child.kill("SIGINT");
     await Promise.all([worker.exit(), monitor.exit()]);
     collect(worker);
     collect(monitor);
   }
-  for (const name of readdirSync(dir)) outputs.push(readFileSync(join(dir, name), "utf8").replace(password, "<config file holds it>"));
+  for (const name of readdirSync(dir))
+    outputs.push(readFileSync(join(dir, name), "utf8").replace(password, "<config file holds it>"));
 
   const all = outputs.join("\n");
   expect(all).toContain("Result from task_a: Hello from Task A");

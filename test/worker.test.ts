@@ -35,11 +35,14 @@ beforeAll(async () => {
   ch = await conn.createChannel();
   await ch.assertQueue(replies, { durable: false, autoDelete: false });
 
-  const file = writeConfig(tempDir(), `
+  const file = writeConfig(
+    tempDir(),
+    `
 task_routing:
   task_a: ${qa}
   task_b: ${qb}
-`);
+`,
+  );
   worker = await startWorker(qa, file);
 });
 
@@ -73,7 +76,12 @@ describe("what the worker runs", () => {
     expect(msg.properties.correlationId).toBe(id);
     expect(body.task_id).toBe(id);
     expect(body.status).toBe("SUCCESS");
-    expect(Object.keys(body.result).sort()).toEqual(["execution_time", "result", "retry_count", "task"]);
+    expect(Object.keys(body.result).sort()).toEqual([
+      "execution_time",
+      "result",
+      "retry_count",
+      "task",
+    ]);
     expect(body.result.result).toBe("Hello from Task A");
     expect(body.result.task).toBe("A");
     expect(body.result.retry_count).toBe(0);
@@ -95,7 +103,9 @@ describe("what the worker runs", () => {
 
     const parked = await next(`${qa}.dead`);
     expect(parked.properties.headers?.id).toBe(task.id);
-    expect(String(parked.properties.headers?.["x-dtest-reason"])).toContain(`belongs to queue ${qb}`);
+    expect(String(parked.properties.headers?.["x-dtest-reason"])).toContain(
+      `belongs to queue ${qb}`,
+    );
   });
 
   test("an unknown task gets Celery's NotRegistered FAILURE", async () => {
@@ -133,15 +143,25 @@ describe("what the worker runs", () => {
 
     const parked = await next(`${qa}.dead`);
     expect(parked.content.toString()).toBe("this is not json");
-    expect(String(parked.properties.headers?.["x-dtest-reason"])).toContain("body is not valid JSON");
+    expect(String(parked.properties.headers?.["x-dtest-reason"])).toContain(
+      "body is not valid JSON",
+    );
 
-    const { content, options } = encodeTask(newTask({ name: "task_a", args: [], kwargs: {}, replyTo: replies }));
+    const { content, options } = encodeTask(
+      newTask({ name: "task_a", args: [], kwargs: {}, replyTo: replies }),
+    );
     ch.sendToQueue(qa, content, options);
     expect(JSON.parse((await next(replies)).content.toString()).status).toBe("SUCCESS");
   });
 
   test("an expired task is answered REVOKED and not run", async () => {
-    const task = newTask({ name: "task_a", args: [], kwargs: {}, replyTo: replies, expires: new Date(Date.now() - 1000) });
+    const task = newTask({
+      name: "task_a",
+      args: [],
+      kwargs: {},
+      replyTo: replies,
+      expires: new Date(Date.now() - 1000),
+    });
     const { content, options } = encodeTask(task);
     ch.sendToQueue(qa, content, options);
 

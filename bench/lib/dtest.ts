@@ -89,8 +89,18 @@ export interface WorkerStart {
 /** Spawns `dtest worker` (not yet awaited). */
 export function spawnWorker(start: WorkerStart): Child {
   const concurrency = String(start.concurrency);
-  return spawnChild([BIN, "worker", "--queue", start.queue, "--concurrency", concurrency,
-    "--config", start.config, "--broker", start.url]);
+  return spawnChild([
+    BIN,
+    "worker",
+    "--queue",
+    start.queue,
+    "--concurrency",
+    concurrency,
+    "--config",
+    start.config,
+    "--broker",
+    start.url,
+  ]);
 }
 
 /** Starts `count` workers on one queue and resolves once each prints `consuming <queue>`. */

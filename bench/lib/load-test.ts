@@ -81,9 +81,12 @@ export async function startFleet(ctx: Context, spec: FleetSpec): Promise<Fleet> 
 
   const workers = await startWorkers(start, spec.workers);
   return {
-    queue, task, config, workers,
+    queue,
+    task,
+    config,
+    workers,
     grow: async (count) => {
-      workers.push(...await startWorkers(start, count));
+      workers.push(...(await startWorkers(start, count)));
     },
     stop: () => stopAll(workers),
   };
@@ -108,8 +111,20 @@ export async function runLoadTest(
   args: LoadTestArgs,
 ): Promise<LoadTestRun> {
   const out = ctx.workdir.file(`${args.label}.json`);
-  const argv = [BIN, "load-test", "--config", fleet.config, "--task", fleet.task,
-    "--tasks", String(args.tasks), "--json", out, "--broker", ctx.url];
+  const argv = [
+    BIN,
+    "load-test",
+    "--config",
+    fleet.config,
+    "--task",
+    fleet.task,
+    "--tasks",
+    String(args.tasks),
+    "--json",
+    out,
+    "--broker",
+    ctx.url,
+  ];
   if (args.rate !== undefined) argv.push("--rate", String(args.rate));
 
   // Reading /proc every 25 ms costs a little CPU; latency runs skip it so it cannot add jitter.
@@ -148,7 +163,8 @@ async function watchBacklog(model: ChannelModel, queue: string) {
   let failure: Error | undefined;
   let polling = Promise.resolve();
   const poll = () => {
-    polling = channel.checkQueue(queue)
+    polling = channel
+      .checkQueue(queue)
       .then((ok) => void (peak = Math.max(peak, ok.messageCount)))
       .catch((err: Error) => void (failure ??= err));
   };
@@ -172,8 +188,11 @@ function readReport(file: string): LoadTestReport | undefined {
     // No file, or not JSON: the caller reports the process's own output instead.
     return undefined;
   }
-  const complete = report.version === 1 && typeof report.throughput_per_second === "number" &&
-    typeof report.tasks === "object" && typeof report.latency_ms === "object";
+  const complete =
+    report.version === 1 &&
+    typeof report.throughput_per_second === "number" &&
+    typeof report.tasks === "object" &&
+    typeof report.latency_ms === "object";
   return complete ? report : undefined;
 }
 

@@ -26,7 +26,10 @@ function processTicks(pid: number | "self", withChildren: boolean): number {
     return 0;
   }
   // The command name can hold spaces and parentheses; fields are counted after the last ')'.
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ").map(Number);
+  const fields = stat
+    .slice(stat.lastIndexOf(")") + 2)
+    .split(" ")
+    .map(Number);
   const own = fields[11]! + fields[12]!;
   return withChildren ? own + fields[13]! + fields[14]! : own;
 }

@@ -60,8 +60,12 @@ export function renderTable(figures: Figure[]): string[] {
   const valueWidth = Math.max(...figures.map((f) => `${show(f.value)} ${f.unit}`.length), 5);
   const targetWidth = Math.max(...figures.map((f) => showTarget(f).length), 6);
   const row = (label: string, value: string, target: string, verdict: string) =>
-    [label.padEnd(labelWidth), value.padStart(valueWidth), target.padEnd(targetWidth), verdict]
-      .join("  ");
+    [
+      label.padEnd(labelWidth),
+      value.padStart(valueWidth),
+      target.padEnd(targetWidth),
+      verdict,
+    ].join("  ");
   const lines = [row("figure", "value", "target", "verdict")];
 
   for (const f of figures) {

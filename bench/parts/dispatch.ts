@@ -25,15 +25,19 @@ export async function measureDispatch(ctx: Context): Promise<Figure[]> {
   const queueB = runName("queue_b");
   removeAfterRun(ctx.leftovers, queueA);
   removeAfterRun(ctx.leftovers, queueB);
-  const config = ctx.workdir.config("seed", {
-    task_a: { queue: queueA, kind: "hello", message: "Hello from Task A", duration: 0.1 },
-    task_b: { queue: queueB, kind: "hello", message: "Hello from Task B", duration: 0.2 },
-  }, "Basic two-task execution test");
+  const config = ctx.workdir.config(
+    "seed",
+    {
+      task_a: { queue: queueA, kind: "hello", message: "Hello from Task A", duration: 0.1 },
+      task_b: { queue: queueB, kind: "hello", message: "Hello from Task B", duration: 0.2 },
+    },
+    "Basic two-task execution test",
+  );
 
   const workers: Child[] = [];
   try {
     for (const queue of [queueA, queueB]) {
-      workers.push(...await startWorkers({ url: ctx.url, config, queue, concurrency: 1 }, 1));
+      workers.push(...(await startWorkers({ url: ctx.url, config, queue, concurrency: 1 }, 1)));
     }
     return overheadFigures(await dispatchRuns(ctx, config));
   } finally {
@@ -70,7 +74,8 @@ function overheadFigures(runs: DispatchRun[]): Figure[] {
       value: median(warm),
       unit: "ms",
       target: { op: "<=", value: 10 },
-      detail: `median of ${runs.length}: "Total dispatcher time" minus the 0.2 s task ` +
+      detail:
+        `median of ${runs.length}: "Total dispatcher time" minus the 0.2 s task ` +
         "(the report prints whole ms)",
       data: { runs_ms: warm },
     }),
@@ -80,7 +85,8 @@ function overheadFigures(runs: DispatchRun[]): Figure[] {
       value: median(cold),
       unit: "ms",
       target: { op: "<=", value: 50 },
-      detail: `median of ${runs.length}: process wall time minus 0.2 s ` +
+      detail:
+        `median of ${runs.length}: process wall time minus 0.2 s ` +
         "(process start, config, connect, worker check, work, close)",
       data: { runs_ms: cold },
     }),

@@ -17,20 +17,23 @@ export async function measureDispatcherRss(ctx: Context, pools: Pools): Promise<
   const args = { tasks, label: "inflight", watchBacklog: true };
   const run = await runLoadTest(ctx, await pools.noop(), args);
   const { report } = run;
-  return [figure({
-    ...base,
-    value: run.dispatcherRssMb,
-    target: { op: "<=", value: 300 },
-    detail: "max VmRSS of the load-test process, sampled every 25 ms; at most " +
-      `${show(run.peakQueued ?? null)} tasks waited in the queue at once (polled every 200 ms); ` +
-      `${show(report.throughput_per_second)} tasks/s, ${unsound(report, tasks)} not succeeded ` +
-      `once; workers peaked at ${run.workerRssMb.toFixed(0)} MB`,
-    noVerdict: tasks < TARGET_TASKS ? `the target is for ${show(TARGET_TASKS)} tasks` : undefined,
-    data: {
-      report,
-      wall_ms: run.wallMs,
-      worker_rss_mb: run.workerRssMb,
-      peak_queued: run.peakQueued,
-    },
-  })];
+  return [
+    figure({
+      ...base,
+      value: run.dispatcherRssMb,
+      target: { op: "<=", value: 300 },
+      detail:
+        "max VmRSS of the load-test process, sampled every 25 ms; at most " +
+        `${show(run.peakQueued ?? null)} tasks waited in the queue at once (polled every 200 ms); ` +
+        `${show(report.throughput_per_second)} tasks/s, ${unsound(report, tasks)} not succeeded ` +
+        `once; workers peaked at ${run.workerRssMb.toFixed(0)} MB`,
+      noVerdict: tasks < TARGET_TASKS ? `the target is for ${show(TARGET_TASKS)} tasks` : undefined,
+      data: {
+        report,
+        wall_ms: run.wallMs,
+        worker_rss_mb: run.workerRssMb,
+        peak_queued: run.peakQueued,
+      },
+    }),
+  ];
 }

@@ -55,8 +55,16 @@ export async function startFloor(setup: FloorSetup): Promise<FloorSession> {
 
   const workers: Child[] = [];
   for (let i = 0; i < setup.workers; i++) {
-    const argv = [process.execPath, join(HERE, "../floor/echo-worker.ts"), "--url", setup.url,
-      "--queue", queue, "--prefetch", String(setup.prefetch)];
+    const argv = [
+      process.execPath,
+      join(HERE, "../floor/echo-worker.ts"),
+      "--url",
+      setup.url,
+      "--queue",
+      queue,
+      "--prefetch",
+      String(setup.prefetch),
+    ];
     workers.push(spawnChild(argv));
   }
   try {
@@ -84,8 +92,18 @@ interface ClientRun {
 }
 
 async function clientRound(run: ClientRun): Promise<FloorRound> {
-  const argv = [process.execPath, join(HERE, "../floor/client.ts"), "--url", run.url,
-    "--queue", run.queue, "--reply-queue", run.replyQueue, "--n", String(run.n)];
+  const argv = [
+    process.execPath,
+    join(HERE, "../floor/client.ts"),
+    "--url",
+    run.url,
+    "--queue",
+    run.queue,
+    "--reply-queue",
+    run.replyQueue,
+    "--n",
+    String(run.n),
+  ];
   if (run.rate !== undefined) argv.push("--rate", String(run.rate));
   const { code, stdout, stderr } = await runTimed(argv);
   if (code !== 0) throw new Error(`floor client exited with ${code}:\n${stderr.slice(-2000)}`);

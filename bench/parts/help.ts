@@ -17,13 +17,15 @@ export async function measureHelp(ctx: Context): Promise<Figure[]> {
   }
 
   const spread = `min ${Math.min(...ms).toFixed(1)} ms, p90 ${percentile(ms, 90).toFixed(1)} ms`;
-  return [figure({
-    id: "help_ms",
-    label: "./dtest --help",
-    value: median(ms),
-    unit: "ms",
-    target: { op: "<=", value: 50 },
-    detail: `median of ${runs} runs, spawn to exit (${spread})`,
-    data: { runs_ms: ms },
-  })];
+  return [
+    figure({
+      id: "help_ms",
+      label: "./dtest --help",
+      value: median(ms),
+      unit: "ms",
+      target: { op: "<=", value: 50 },
+      detail: `median of ${runs} runs, spawn to exit (${spread})`,
+      data: { runs_ms: ms },
+    }),
+  ];
 }

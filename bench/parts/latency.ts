@@ -9,7 +9,7 @@ import type { Pools } from "../lib/pools.ts";
 import { figure, type Figure } from "../lib/report.ts";
 
 export async function measureLatency(ctx: Context, pools: Pools): Promise<Figure[]> {
-  return [...await dtestLatency(ctx, pools), ...await floorLatency(ctx, pools)];
+  return [...(await dtestLatency(ctx, pools)), ...(await floorLatency(ctx, pools))];
 }
 
 function warmup(tasks: number): number {
@@ -19,13 +19,15 @@ function warmup(tasks: number): number {
 async function dtestLatency(ctx: Context, pools: Pools): Promise<Figure[]> {
   const { latencyTasks: tasks, latencyRate: rate, workers, prefetch } = ctx.settings;
   if (!(await hasLoadTest())) {
-    return ["p50", "p99"].map((p) => figure({
-      id: `latency_${p}_ms`,
-      label: `round trip ${p}`,
-      unit: "ms",
-      value: null,
-      noVerdict: NO_LOAD_TEST,
-    }));
+    return ["p50", "p99"].map((p) =>
+      figure({
+        id: `latency_${p}_ms`,
+        label: `round trip ${p}`,
+        unit: "ms",
+        value: null,
+        noVerdict: NO_LOAD_TEST,
+      }),
+    );
   }
 
   ctx.log(`latency: ${tasks} no-op tasks at ${rate}/s through dtest`);
@@ -34,15 +36,24 @@ async function dtestLatency(ctx: Context, pools: Pools): Promise<Figure[]> {
   const args = { tasks, rate, label: "latency", sampleMemory: false };
   const { report } = await runLoadTest(ctx, fleet, args);
   const { latency_ms: latency, throughput_per_second: achieved } = report;
-  const how = `dtest load-test, publish to result: ${tasks} no-op tasks offered at ${rate}/s ` +
+  const how =
+    `dtest load-test, publish to result: ${tasks} no-op tasks offered at ${rate}/s ` +
     `(achieved ${achieved.toFixed(0)}/s), ${workers} worker(s), --concurrency ${prefetch}`;
   return [
     figure({
-      id: "latency_p50_ms", label: "round trip p50", value: latency.p50, unit: "ms",
-      target: { op: "<=", value: 1 }, detail: how, data: { report },
+      id: "latency_p50_ms",
+      label: "round trip p50",
+      value: latency.p50,
+      unit: "ms",
+      target: { op: "<=", value: 1 },
+      detail: how,
+      data: { report },
     }),
     figure({
-      id: "latency_p99_ms", label: "round trip p99", value: latency.p99, unit: "ms",
+      id: "latency_p99_ms",
+      label: "round trip p99",
+      value: latency.p99,
+      unit: "ms",
       target: { op: "<=", value: 5 },
       detail: `p95 ${latency.p95} ms, max ${latency.max} ms, mean ${latency.mean} ms`,
     }),
@@ -58,12 +69,18 @@ async function floorLatency(ctx: Context, pools: Pools): Promise<Figure[]> {
   const { p50, p95, p99, max } = round.latency_ms;
   return [
     figure({
-      id: "floor_latency_p50_ms", label: "floor round trip p50", value: p50, unit: "ms",
+      id: "floor_latency_p50_ms",
+      label: "floor round trip p50",
+      value: p50,
+      unit: "ms",
       detail: `the floor's echo paced the same way (${tasks} at ${rate}/s), for comparison`,
       data: { round },
     }),
     figure({
-      id: "floor_latency_p99_ms", label: "floor round trip p99", value: p99, unit: "ms",
+      id: "floor_latency_p99_ms",
+      label: "floor round trip p99",
+      value: p99,
+      unit: "ms",
       detail: `p95 ${p95.toFixed(2)} ms, max ${max.toFixed(2)} ms`,
     }),
   ];

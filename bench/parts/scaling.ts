@@ -23,7 +23,11 @@ export async function measureScaling(ctx: Context): Promise<Figure[]> {
 
   const perWorker = ctx.settings.scalingTasksPerWorker;
   const spec: FleetSpec = {
-    label: "hello", kind: "hello", duration: TASK_SECONDS, workers: 1, concurrency: 1,
+    label: "hello",
+    kind: "hello",
+    duration: TASK_SECONDS,
+    workers: 1,
+    concurrency: 1,
   };
   const fleet = await startFleet(ctx, spec);
   try {
@@ -38,15 +42,18 @@ export async function measureScaling(ctx: Context): Promise<Figure[]> {
     const rate1 = one.report.throughput_per_second;
     const rateMany = many.report.throughput_per_second;
     const bad = unsound(one.report, perWorker) + unsound(many.report, tasks);
-    return [figure({
-      ...base,
-      value: (100 * rateMany) / (MOST_WORKERS * rate1),
-      target: { op: ">=", value: 90 },
-      detail: `${show(rateMany)}/s with ${MOST_WORKERS} vs ${show(rate1)}/s with 1 ` +
-        `(${TASK_SECONDS * 1000} ms tasks: at most ${1 / TASK_SECONDS}/s per worker); ` +
-        `${bad} not succeeded once`,
-      data: { one: one.report, many: many.report },
-    })];
+    return [
+      figure({
+        ...base,
+        value: (100 * rateMany) / (MOST_WORKERS * rate1),
+        target: { op: ">=", value: 90 },
+        detail:
+          `${show(rateMany)}/s with ${MOST_WORKERS} vs ${show(rate1)}/s with 1 ` +
+          `(${TASK_SECONDS * 1000} ms tasks: at most ${1 / TASK_SECONDS}/s per worker); ` +
+          `${bad} not succeeded once`,
+        data: { one: one.report, many: many.report },
+      }),
+    ];
   } finally {
     await fleet.stop();
   }

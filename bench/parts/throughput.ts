@@ -85,7 +85,8 @@ function floorFigure(ctx: Context, rounds: FloorRound[]): Figure {
     label: "floor: amqplib echo",
     value: median(rates),
     unit: "round trips/s",
-    detail: `median of ${rounds.length} x ${n}; ${workers} echo process(es), prefetch ` +
+    detail:
+      `median of ${rounds.length} x ${n}; ${workers} echo process(es), prefetch ` +
       `${prefetch}; durable queue, persistent both ways, confirms both ways, the worker acks ` +
       `after its reply is confirmed (as dtest does); rounds ${rates.map(show).join(", ")}`,
     data: { rounds },
@@ -98,7 +99,8 @@ function echoRssFigure(ctx: Context, perRound: number[]): Figure {
     label: "floor echo worker RSS",
     value: Math.max(...perRound),
     unit: "MB",
-    detail: `max VmRSS of the ${ctx.settings.workers} echo process(es) during the floor rounds: ` +
+    detail:
+      `max VmRSS of the ${ctx.settings.workers} echo process(es) during the floor rounds: ` +
       "Bun and amqplib alone, for comparison with the worker figure",
     data: { per_round_mb: perRound },
   });
@@ -120,7 +122,8 @@ function noopFigures(ctx: Context, rounds: LoadTestRun[] | undefined): Figure[] 
       label: "dtest load-test, no-op",
       value: median(rates),
       unit: "tasks/s",
-      detail: `median of ${rounds.length} x ${n}; ${workers} worker(s), --concurrency ` +
+      detail:
+        `median of ${rounds.length} x ${n}; ${workers} worker(s), --concurrency ` +
         `${prefetch}; throughput_per_second from its JSON; rounds ${rates.map(show).join(", ")}`,
       data: { rounds: rounds.map((r) => ({ ...r.report, wall_ms: r.wallMs })) },
     }),

@@ -23,14 +23,17 @@ export async function measureWorkerStart(ctx: Context): Promise<Figure[]> {
     }
   }
 
-  return [figure({
-    id: "worker_start_ms",
-    label: "worker start to consuming",
-    value: median(ms),
-    unit: "ms",
-    target: { op: "<=", value: 250 },
-    detail: `median of ${runs}; spawn to "consuming <queue>" on stderr ` +
-      `(the first run, which declares the queue: ${ms[0]!.toFixed(0)} ms)`,
-    data: { runs_ms: ms },
-  })];
+  return [
+    figure({
+      id: "worker_start_ms",
+      label: "worker start to consuming",
+      value: median(ms),
+      unit: "ms",
+      target: { op: "<=", value: 250 },
+      detail:
+        `median of ${runs}; spawn to "consuming <queue>" on stderr ` +
+        `(the first run, which declares the queue: ${ms[0]!.toFixed(0)} ms)`,
+      data: { runs_ms: ms },
+    }),
+  ];
 }
