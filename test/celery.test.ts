@@ -23,6 +23,7 @@ import {
   tempDir,
   uniqueName,
   writeConfig,
+  expectSeedReport,
 } from "./helpers.ts";
 
 type Env = Record<string, string>;
@@ -204,24 +205,6 @@ ${scenario}`,
   );
 }
 
-const SEED_REPORT = [
-  /^Loaded config: Basic two-task execution test$/,
-  /^Expected workers: 2$/,
-  /^Dispatching tasks\.\.\.$/,
-  /^Task A sent with ID: [0-9a-f-]{36}$/,
-  /^Task B sent with ID: [0-9a-f-]{36}$/,
-  /^Waiting for results\.\.\.$/,
-  /^Result from task_a: Hello from Task A$/,
-  /^Task A execution time: 0\.1\d\ds$/,
-  /^Task A retries: 0$/,
-  /^Result from task_b: Hello from Task B$/,
-  /^Task B execution time: 0\.2\d\ds$/,
-  /^Task B retries: 0$/,
-  /^Total dispatcher time: \d+\.\d{3}s \(concurrent execution\)$/,
-  /^Sequential time would be: 0\.3\d\ds$/,
-  /^Total retries: 0$/,
-];
-
 describe("a Python Celery client calling dtest workers", () => {
   let env: Env;
   let workers: Proc[] = [];
@@ -320,9 +303,7 @@ describe("dtest dispatch driving Celery workers", () => {
   test("prints the seed's report line for line and exits 0", async () => {
     const result = await run(["dispatch", "--config", seedConfig(qa, qb)]);
 
-    const lines = result.stdout.trimEnd().split("\n");
-    expect(lines).toHaveLength(SEED_REPORT.length);
-    lines.forEach((line, i) => expect(line).toMatch(SEED_REPORT[i]!));
+    expectSeedReport(result.stdout);
     expect(result.code).toBe(0);
     expect(workers[0]!.output).toMatch(/Task task_a\[[0-9a-f-]{36}\] succeeded/);
     expect(workers[1]!.output).toMatch(/Task task_b\[[0-9a-f-]{36}\] succeeded/);
@@ -364,9 +345,7 @@ describe("dtest dispatch driving Celery workers", () => {
         "--timeout",
         "10",
       ]);
-      const lines = result.stdout.trimEnd().split("\n");
-      expect(lines).toHaveLength(SEED_REPORT.length);
-      lines.forEach((line, i) => expect(line).toMatch(SEED_REPORT[i]!));
+      expectSeedReport(result.stdout);
       expect(result.code).toBe(0);
       expect(seedWorkers[0]!.output).toMatch(/Task celery_app\.task_a\[[0-9a-f-]{36}\] succeeded/);
     } finally {

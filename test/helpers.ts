@@ -8,6 +8,7 @@ import { join, resolve } from "node:path";
 
 import amqp, { type Channel, type ChannelModel, type GetMessage } from "amqplib";
 import type { Subprocess } from "bun";
+import { expect } from "bun:test";
 
 export const BROKER_URL = process.env.AMQP_URL ?? "amqp://guest:guest@127.0.0.1:5672";
 export const ROOT = resolve(import.meta.dir, "..");
@@ -158,4 +159,30 @@ export async function nextMessage(channel: Channel, queue: string, ms = 5000): P
     await Bun.sleep(20);
   }
   throw new Error(`nothing arrived on ${queue} within ${ms} ms`);
+}
+
+/** The seed's console report, line by line (ids and times vary). */
+export const SEED_REPORT = [
+  /^Loaded config: Basic two-task execution test$/,
+  /^Expected workers: 2$/,
+  /^Dispatching tasks\.\.\.$/,
+  /^Task A sent with ID: [0-9a-f-]{36}$/,
+  /^Task B sent with ID: [0-9a-f-]{36}$/,
+  /^Waiting for results\.\.\.$/,
+  /^Result from task_a: Hello from Task A$/,
+  /^Task A execution time: 0\.1\d\ds$/,
+  /^Task A retries: 0$/,
+  /^Result from task_b: Hello from Task B$/,
+  /^Task B execution time: 0\.2\d\ds$/,
+  /^Task B retries: 0$/,
+  /^Total dispatcher time: \d+\.\d{3}s \(concurrent execution\)$/,
+  /^Sequential time would be: 0\.3\d\ds$/,
+  /^Total retries: 0$/,
+];
+
+/** Checks a dispatch's stdout against the seed's report, line by line. */
+export function expectSeedReport(stdout: string): void {
+  const lines = stdout.trimEnd().split("\n");
+  expect(lines).toHaveLength(SEED_REPORT.length);
+  lines.forEach((line, i) => expect(line).toMatch(SEED_REPORT[i]!));
 }
