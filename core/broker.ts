@@ -343,27 +343,35 @@ export interface QueueState {
 }
 
 /** Reads consumers and ready messages of each queue without declaring anything. */
+async function openQuietChannel(model: RecoveringChannelModel): Promise<Channel> {
+  const channel = await model.createChannel();
+  channel.on("error", () => {
+    // The 404 for a missing queue arrives here too; it is reported through checkQueue.
+  });
+  return channel;
+}
+
 export async function inspectQueues(
   model: RecoveringChannelModel,
   queues: string[],
 ): Promise<QueueState[]> {
   const states: QueueState[] = [];
+  let channel: Channel | undefined;
 
   for (const queue of queues) {
-    // A passive declare of a missing queue closes the channel (404), so each gets its own.
-    const channel = await model.createChannel();
-    channel.on("error", () => {
-      // The 404 for a missing queue arrives here too; it is reported through checkQueue.
-    });
-
+    // A passive declare of a missing queue closes its channel (404); the channel is reused
+    // until that happens, then the next queue gets a fresh one.
+    channel ??= await openQuietChannel(model);
     try {
       const ok = await channel.checkQueue(queue);
       states.push({ queue, exists: true, consumers: ok.consumerCount, messages: ok.messageCount });
-      await channel.close();
     } catch {
       // Only a missing queue lands here; connection faults surface on the next call.
       states.push({ queue, exists: false, consumers: 0, messages: 0 });
+      channel = undefined;
     }
   }
+
+  await channel?.close();
   return states;
 }
