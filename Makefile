@@ -44,12 +44,13 @@ image: $(BIN) ## Build the worker image (dtest:latest) from ./dtest
 	$(COMPOSE) build
 
 engine: ## Set up podman as a Docker-compatible engine (Debian, root)
-	scripts/container-engine.sh
+	scripts/container-engine.sh >/dev/null
 
 run: $(BIN) ## Dispatch the scenario to workers that are already running
 	$(BIN) dispatch
 
 demo: $(BIN) ## Start local workers, run the seed scenario, stop them
+	scripts/deps.sh broker
 	$(BIN) dispatch --spawn-workers
 
 up: image ## Start one worker container per queue
@@ -79,7 +80,8 @@ status: $(BIN) ## Workers, messages and containers per queue
 load-test: $(BIN) ## Load the running workers: make load-test TASKS=20
 	$(BIN) load-test --tasks $(TASKS)
 
-test: $(BIN) ## Run every test against RabbitMQ, the compiled binary and (if present) containers
+test: $(BIN) ## Install what the tests need, then run them all (broker, binary, Celery, containers)
+	scripts/deps.sh test
 	$(BUN) test --timeout 60000
 
 typecheck: node_modules/.installed ## Type-check with tsc (strict)
