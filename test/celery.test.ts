@@ -289,8 +289,8 @@ describe("dtest dispatch driving Celery workers", () => {
 
   beforeAll(async () => {
     [qa, qb] = ownQueues(2) as [string, string];
-    // dtest sends the bare names (task_a) while the seed's app registers celery_app.task_a;
-    // the todo test below covers that gap, these workers know both names.
+    // These workers also register the bare names (task_a), which a plain seed config sends;
+    // the last test here routes the dotted names instead.
     const env = pythonEnv(qa, qb, { CELERY_SHORT_NAMES: "1" });
     workers = await Promise.all([
       startCelery(`${uniqueName("celery-a")}@interop`, qa, env, ["--without-heartbeat"]),
