@@ -217,10 +217,15 @@ async function withDeadline<T>(promise: Promise<T>, ms: number): Promise<T> {
  * a durable queue with no arguments, bound by its own name), so that a Celery process
  * declaring the same queue never gets PRECONDITION_FAILED.
  */
-export async function declareTaskQueue(channel: Channel, queue: string): Promise<void> {
+export async function declareTaskQueue(channel: Channel, queue: string): Promise<QueueState> {
   await channel.assertExchange(queue, "direct", { durable: true });
-  await channel.assertQueue(queue, { durable: true, exclusive: false, autoDelete: false });
+  const ok = await channel.assertQueue(queue, {
+    durable: true,
+    exclusive: false,
+    autoDelete: false,
+  });
   await channel.bindQueue(queue, queue, queue);
+  return { queue, exists: true, consumers: ok.consumerCount, messages: ok.messageCount };
 }
 
 /** A reply queue nobody consumes for this long is removed by RabbitMQ (ms). */
@@ -252,11 +257,17 @@ export interface ReplyChannelOptions {
   logger: Logger;
 }
 
+export interface ReplyChannel {
+  channel: ConfirmChannel;
+  /** The task queues as their declarations found them: consumers and ready messages. */
+  queues: QueueState[];
+}
+
 /** The sending side's channel: confirms on, reply queue declared and consumed. */
 export async function openReplyChannel(
   model: ChannelModel,
   options: ReplyChannelOptions,
-): Promise<ConfirmChannel> {
+): Promise<ReplyChannel> {
   const channel = await model.createConfirmChannel();
   channel.on("error", (err: Error) => options.logger.warn(`channel error: ${err.message}`));
   channel.on("handler-error", (err: Error, event: string) =>
@@ -265,10 +276,11 @@ export async function openReplyChannel(
   channel.on("close", () => options.onClose(channel));
 
   await declareReplyQueue(channel, options.replyQueue);
-  for (const queue of options.taskQueues) await declareTaskQueue(channel, queue);
+  const queues: QueueState[] = [];
+  for (const queue of options.taskQueues) queues.push(await declareTaskQueue(channel, queue));
   await channel.prefetch(options.prefetch);
   await channel.consume(options.replyQueue, (msg) => msg && options.onReply(channel, msg));
-  return channel;
+  return { channel, queues };
 }
 
 /** Deletes a run's reply queue; if that fails it expires by itself (x-expires). */
@@ -303,15 +315,18 @@ export async function declareDeadLetterQueue(channel: Channel, queue: string): P
 /**
  * Waits until every queue has a consumer, up to `waitMs`; throws BrokerError naming the idle
  * queues and the command that starts a worker for each. Returns the last states read.
+ * `known` states, when given, are used for the first check instead of asking again.
  */
 export async function waitForWorkers(
   model: RecoveringChannelModel,
   queues: string[],
   waitMs: number,
   signal: AbortSignal,
+  known?: QueueState[],
 ): Promise<QueueState[]> {
   const started = Date.now();
-  let states = await inspectQueues(model, queues);
+  // States a declaration just returned save the first round of passive checks.
+  let states = known ?? (await inspectQueues(model, queues));
 
   while (states.some((s) => s.consumers === 0) && Date.now() - started < waitMs) {
     signal.throwIfAborted();

@@ -14,6 +14,7 @@ import {
   waitForWorkers,
   type Broker,
   type BrokerUrl,
+  type QueueState,
 } from "./broker.ts";
 import { scenarioQueues, type DtestConfig } from "./config.ts";
 import { EXIT } from "./errors.ts";
@@ -71,6 +72,8 @@ class Dispatch {
   private broker?: Broker;
   private channel?: ConfirmChannel;
   private readonly replyQueue = replyQueueName();
+  /** Task queue states from the latest declaration (consumers, ready messages). */
+  private declared?: QueueState[];
   private readonly pending = new Map<string, Pending>();
   private remaining = 0;
   private startedAt = 0;
@@ -104,7 +107,7 @@ class Dispatch {
 
   /** Runs on every (re)connect: reply queue, reply consumer, and any unconfirmed publishes. */
   private async openChannel(model: ChannelModel): Promise<void> {
-    this.channel = await openReplyChannel(model, {
+    const opened = await openReplyChannel(model, {
       replyQueue: this.replyQueue,
       taskQueues: scenarioQueues(this.options.config),
       prefetch: 1000,
@@ -114,6 +117,8 @@ class Dispatch {
       },
       logger: this.log,
     });
+    this.channel = opened.channel;
+    this.declared = opened.queues;
 
     for (const entry of this.pending.values()) {
       if (!entry.confirmed) this.publish(entry);
@@ -123,7 +128,13 @@ class Dispatch {
   private async preflight(): Promise<void> {
     const queues = scenarioQueues(this.options.config);
     const waitMs = (this.options.workerWait ?? 5) * 1000;
-    const states = await waitForWorkers(this.broker!.model, queues, waitMs, this.options.signal);
+    const states = await waitForWorkers(
+      this.broker!.model,
+      queues,
+      waitMs,
+      this.options.signal,
+      this.declared,
+    );
 
     const found = states.reduce((sum, s) => sum + s.consumers, 0);
     const expected = this.options.config.system.workers;

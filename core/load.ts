@@ -83,6 +83,8 @@ class LoadTest {
   private broker?: Broker;
   private channel?: ConfirmChannel;
   private readonly replyQueue = replyQueueName();
+  /** Task queue states from the latest declaration (consumers, ready messages). */
+  private declared?: QueueState[];
   private readonly prefix = crypto.randomUUID().slice(0, 24);
   private readonly names: string[];
   private readonly sentAt = new Map<number, number>();
@@ -143,6 +145,7 @@ class LoadTest {
         queues,
         options.workerWait * 1000,
         options.signal,
+        this.declared,
       );
       const began = performance.now();
       this.timeline = new Timeline(began);
@@ -163,7 +166,7 @@ class LoadTest {
 
   /** Runs on every (re)connect; resends what the broker never confirmed. */
   private async openChannel(model: ChannelModel): Promise<void> {
-    this.channel = await openReplyChannel(model, {
+    const opened = await openReplyChannel(model, {
       replyQueue: this.replyQueue,
       taskQueues: [...new Set(this.names.map((n) => this.options.config.routing[n]!))],
       prefetch: 5000,
@@ -173,6 +176,8 @@ class LoadTest {
       },
       logger: this.log,
     });
+    this.channel = opened.channel;
+    this.declared = opened.queues;
     this.unacked = undefined;
     this.unackedCount = 0;
 

@@ -166,7 +166,7 @@ describe("scale", () => {
     );
     const result = await run(
       ["scale", "worker-a", "2", "--config", file],
-      { PATH: "/nonexistent" },
+      { PATH: "/nonexistent", COMPOSE_FILE: "" },
       dir,
     );
 
