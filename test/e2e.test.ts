@@ -2,44 +2,25 @@
  * The compiled binary end to end against the real broker: workers, dispatch, retries,
  * expectations, isolation and a worker killed in the middle of a task.
  */
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { describe, expect, test } from "bun:test";
 import { chmodSync, existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 
-import type { ChannelModel } from "amqplib";
-
 import {
   BIN,
-  connectTestBroker,
-  deleteQueues,
-  requireBinary,
   ROOT,
   run,
   start,
   startWorker,
   stopAll,
   tempDir,
-  uniqueName,
   writeConfig,
   type Proc,
   expectSeedReport,
+  ownQueues,
 } from "./helpers.ts";
 
-let conn: ChannelModel;
-const queues: string[] = [];
-
-beforeAll(async () => {
-  await requireBinary();
-  conn = await connectTestBroker();
-});
-
-afterAll(async () => {
-  await deleteQueues(
-    conn,
-    queues.flatMap((q) => [q, `${q}.dead`]),
-  );
-  await conn.close();
-});
+const owned = ownQueues();
 
 /** A config whose queues belong to this test alone. */
 function config(body: (qa: string, qb: string) => string): {
@@ -47,9 +28,8 @@ function config(body: (qa: string, qb: string) => string): {
   qa: string;
   qb: string;
 } {
-  const qa = uniqueName("qa");
-  const qb = uniqueName("qb");
-  queues.push(qa, qb);
+  const qa = owned.queue("qa");
+  const qb = owned.queue("qb");
   return { file: writeConfig(tempDir(), body(qa, qb)), qa, qb };
 }
 

@@ -8,7 +8,7 @@ import { join, resolve } from "node:path";
 
 import amqp, { type Channel, type ChannelModel, type GetMessage } from "amqplib";
 import type { Subprocess } from "bun";
-import { expect } from "bun:test";
+import { afterAll, beforeAll, expect } from "bun:test";
 
 export const BROKER_URL = process.env.AMQP_URL ?? "amqp://guest:guest@127.0.0.1:5672";
 export const ROOT = resolve(import.meta.dir, "..");
@@ -185,4 +185,35 @@ export function expectSeedReport(stdout: string): void {
   const lines = stdout.trimEnd().split("\n");
   expect(lines).toHaveLength(SEED_REPORT.length);
   lines.forEach((line, i) => expect(line).toMatch(SEED_REPORT[i]!));
+}
+
+/**
+ * Set-up and tidy-up for a test file whose tests each make their own queues: the binary must
+ * exist (and the broker answer) before the first test, and every queue made with `queue()`,
+ * with its dead-letter queue, is deleted after the last. Call it once, at the top level.
+ */
+export function ownQueues(): { queue(prefix?: string): string } {
+  const names: string[] = [];
+
+  beforeAll(async () => {
+    await requireBinary();
+    await (await connectTestBroker()).close();
+  });
+
+  afterAll(async () => {
+    const conn = await connectTestBroker();
+    await deleteQueues(
+      conn,
+      names.flatMap((q) => [q, `${q}.dead`]),
+    );
+    await conn.close();
+  });
+
+  return {
+    queue(prefix = "q") {
+      const name = uniqueName(prefix);
+      names.push(name);
+      return name;
+    },
+  };
 }

@@ -2,46 +2,26 @@
  * `dtest load-test` against the real broker with small N: counts, percentiles, exit codes,
  * the JSON shape, non-TTY progress, the HTML page, and a worker killed mid-run.
  */
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 
-import type { ChannelModel } from "amqplib";
-
 import {
-  connectTestBroker,
-  deleteQueues,
-  requireBinary,
   run,
   start,
   startWorker,
   stopAll,
   tempDir,
-  uniqueName,
   writeConfig,
   type Proc,
+  ownQueues,
 } from "./helpers.ts";
 
-let conn: ChannelModel;
-const queues: string[] = [];
-
-beforeAll(async () => {
-  await requireBinary();
-  conn = await connectTestBroker();
-});
-
-afterAll(async () => {
-  await deleteQueues(
-    conn,
-    queues.flatMap((q) => [q, `${q}.dead`]),
-  );
-  await conn.close();
-});
+const owned = ownQueues();
 
 function setup(tasks: (qa: string, qb: string) => string) {
-  const qa = uniqueName("qa");
-  const qb = uniqueName("qb");
-  queues.push(qa, qb);
+  const qa = owned.queue("qa");
+  const qb = owned.queue("qb");
   const dir = tempDir();
   return { dir, qa, qb, file: writeConfig(dir, tasks(qa, qb)) };
 }

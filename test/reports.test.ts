@@ -4,48 +4,19 @@
  * is checked with xmllint against test/fixtures/junit/junit.xsd, and the HTML page is rendered
  * by a real headless Chromium.
  */
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { inflateSync } from "node:zlib";
 
-import type { ChannelModel } from "amqplib";
-
-import {
-  connectTestBroker,
-  deleteQueues,
-  requireBinary,
-  ROOT,
-  run,
-  startWorker,
-  stopAll,
-  tempDir,
-  uniqueName,
-  writeConfig,
-} from "./helpers.ts";
+import { ROOT, run, startWorker, stopAll, tempDir, writeConfig, ownQueues } from "./helpers.ts";
 
 const XSD = join(ROOT, "test/fixtures/junit/junit.xsd");
 
-let conn: ChannelModel;
-const queues: string[] = [];
-
-beforeAll(async () => {
-  await requireBinary();
-  conn = await connectTestBroker();
-});
-
-afterAll(async () => {
-  await deleteQueues(
-    conn,
-    queues.flatMap((q) => [q, `${q}.dead`]),
-  );
-  await conn.close();
-});
+const owned = ownQueues();
 
 function queue(prefix: string): string {
-  const name = uniqueName(prefix);
-  queues.push(name);
-  return name;
+  return owned.queue(prefix);
 }
 
 /** A tool the test needs from the system, or one line saying how to install it. */
