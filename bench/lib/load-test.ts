@@ -7,25 +7,13 @@ import { readFileSync } from "node:fs";
 import type { ChannelModel } from "amqplib";
 
 import { RUN_ID } from "./broker.ts";
+import type { LoadReport } from "../../core/load.ts";
 import type { Context } from "./context.ts";
 import { BIN, removeAfterRun, startWorkers, stopAll } from "./dtest.ts";
-import { runTimed, sampleRss, spawnChild, type Child } from "./proc.ts";
+import { sampleRss, spawnChild, type Child } from "./proc.ts";
 
-/** The JSON `dtest load-test --json FILE` writes (version 1); fields the bench reads. */
-export interface LoadTestReport {
-  version: number;
-  tasks: {
-    sent: number;
-    succeeded: number;
-    failed: number;
-    lost: number;
-    duplicates: number;
-    retries: number;
-  };
-  total_seconds: number;
-  throughput_per_second: number;
-  latency_ms: { p50: number; p95: number; p99: number; max: number; mean: number };
-}
+/** The JSON `dtest load-test --json FILE` writes; the bench reads a few of its fields. */
+export type LoadTestReport = LoadReport;
 
 export interface LoadTestRun {
   report: LoadTestReport;
@@ -39,17 +27,6 @@ export interface LoadTestRun {
   /** Most tasks seen waiting in the queue at once, when asked to watch. */
   peakQueued?: number;
 }
-
-let available: boolean | undefined;
-
-/** Whether this ./dtest has the load-test command (it is listed by `./dtest --help`). */
-export async function hasLoadTest(): Promise<boolean> {
-  available ??= (await runTimed([BIN, "--help"])).stdout.includes("load-test");
-  return available;
-}
-
-export const NO_LOAD_TEST =
-  "this ./dtest has no load-test command; pull the latest sources and run make build";
 
 /** Workers on one queue with one task routed to it; `stop()` ends them. */
 export interface Fleet {

@@ -1,6 +1,6 @@
 /** Dispatcher memory with a large number of tasks published before replies drain them. */
 import type { Context } from "../lib/context.ts";
-import { hasLoadTest, NO_LOAD_TEST, runLoadTest, unsound } from "../lib/load-test.ts";
+import { runLoadTest, unsound } from "../lib/load-test.ts";
 import type { Pools } from "../lib/pools.ts";
 import { figure, show, type Figure } from "../lib/report.ts";
 
@@ -11,7 +11,6 @@ export async function measureDispatcherRss(ctx: Context, pools: Pools): Promise<
   const tasks = ctx.settings.inflightTasks;
   const label = `load-test RSS, ${show(tasks)} tasks`;
   const base = { id: "dispatcher_rss_mb", label, unit: "MB" };
-  if (!(await hasLoadTest())) return [figure({ ...base, value: null, noVerdict: NO_LOAD_TEST })];
 
   ctx.log(`dispatcher memory: load-test of ${tasks} no-op tasks, all sent at once`);
   const args = { tasks, label: "inflight", watchBacklog: true };

@@ -4,7 +4,7 @@
  * warm-up at that rate first, so neither is measured with cold code.
  */
 import type { Context } from "../lib/context.ts";
-import { hasLoadTest, NO_LOAD_TEST, runLoadTest } from "../lib/load-test.ts";
+import { runLoadTest } from "../lib/load-test.ts";
 import type { Pools } from "../lib/pools.ts";
 import { figure, type Figure } from "../lib/report.ts";
 
@@ -18,18 +18,6 @@ function warmup(tasks: number): number {
 
 async function dtestLatency(ctx: Context, pools: Pools): Promise<Figure[]> {
   const { latencyTasks: tasks, latencyRate: rate, workers, prefetch } = ctx.settings;
-  if (!(await hasLoadTest())) {
-    return ["p50", "p99"].map((p) =>
-      figure({
-        id: `latency_${p}_ms`,
-        label: `round trip ${p}`,
-        unit: "ms",
-        value: null,
-        noVerdict: NO_LOAD_TEST,
-      }),
-    );
-  }
-
   ctx.log(`latency: ${tasks} no-op tasks at ${rate}/s through dtest`);
   const fleet = await pools.noop();
   await runLoadTest(ctx, fleet, { tasks: warmup(tasks), rate, label: "latency-warmup" });

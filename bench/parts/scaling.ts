@@ -3,14 +3,7 @@
  * should finish four times the work in the same time; the figure is the share of that ideal.
  */
 import type { Context } from "../lib/context.ts";
-import {
-  hasLoadTest,
-  NO_LOAD_TEST,
-  runLoadTest,
-  startFleet,
-  unsound,
-  type FleetSpec,
-} from "../lib/load-test.ts";
+import { runLoadTest, startFleet, unsound, type FleetSpec } from "../lib/load-test.ts";
 import { figure, show, type Figure } from "../lib/report.ts";
 
 const TASK_SECONDS = 0.1;
@@ -19,7 +12,6 @@ const MOST_WORKERS = 4;
 export async function measureScaling(ctx: Context): Promise<Figure[]> {
   const label = `scaling 1 -> ${MOST_WORKERS} workers`;
   const base = { id: "scaling_efficiency", label, unit: "% of ideal" };
-  if (!(await hasLoadTest())) return [figure({ ...base, value: null, noVerdict: NO_LOAD_TEST })];
 
   const perWorker = ctx.settings.scalingTasksPerWorker;
   const spec: FleetSpec = {

@@ -3,14 +3,7 @@
  * prefetch, rounds interleaved so a slow spell on the machine hits both alike.
  */
 import type { Context } from "../lib/context.ts";
-import {
-  hasLoadTest,
-  NO_LOAD_TEST,
-  runLoadTest,
-  unsound,
-  type Fleet,
-  type LoadTestRun,
-} from "../lib/load-test.ts";
+import { runLoadTest, unsound, type Fleet, type LoadTestRun } from "../lib/load-test.ts";
 import type { Pools } from "../lib/pools.ts";
 import { sampleRss } from "../lib/proc.ts";
 import { figure, show, type Figure } from "../lib/report.ts";
@@ -25,14 +18,14 @@ export interface ThroughputPlan {
 }
 
 export async function measureThroughput(ctx: Context, plan: ThroughputPlan): Promise<Figure[]> {
-  const noop = plan.noop && (await hasLoadTest());
+  const noop = plan.noop;
   const floor = plan.floor ? await plan.pools.floor() : undefined;
   const fleet = noop ? await plan.pools.noop() : undefined;
 
   const rounds = await interleave(ctx, floor, fleet);
   return [
     ...(floor ? [floorFigure(ctx, rounds.floor), echoRssFigure(ctx, rounds.echoRssMb)] : []),
-    ...(plan.noop ? noopFigures(ctx, noop ? rounds.noop : undefined) : []),
+    ...(noop ? noopFigures(ctx, rounds.noop) : []),
     ...(floor && noop ? [ratioFigure(rounds.floor, rounds.noop)] : []),
   ];
 }
@@ -106,12 +99,7 @@ function echoRssFigure(ctx: Context, perRound: number[]): Figure {
   });
 }
 
-function noopFigures(ctx: Context, rounds: LoadTestRun[] | undefined): Figure[] {
-  if (!rounds) {
-    const base = { id: "noop_rate", label: "dtest load-test, no-op", unit: "tasks/s" };
-    return [figure({ ...base, value: null, noVerdict: NO_LOAD_TEST })];
-  }
-
+function noopFigures(ctx: Context, rounds: LoadTestRun[]): Figure[] {
   const { workers, prefetch, n } = ctx.settings;
   const rates = rounds.map((r) => r.report.throughput_per_second);
   const bad = rounds.reduce((sum, r) => sum + unsound(r.report, n), 0);
