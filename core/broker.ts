@@ -20,6 +20,7 @@ import amqp, {
 import type { BrokerSettings } from "./config.ts";
 import { BrokerError, describeError, UsageError } from "./errors.ts";
 import { maskSecrets, type Logger } from "./log.ts";
+import { batchWrites } from "./write-batching.ts";
 
 export const DEFAULT_BROKER_URL = "amqp://guest:guest@127.0.0.1:5672";
 
@@ -147,13 +148,19 @@ export async function connectBroker(target: BrokerUrl, options: ConnectOptions):
 
   const model = await amqp.connect(url, {
     ...tlsOptions(target),
+    // Frames are already gathered into one write per event-loop turn (write-batching.ts), so
+    // Nagle's algorithm only adds delay: a reply could wait on the ack of the previous write.
+    noDelay: true,
     clientProperties: { connection_name: options.name },
     recovery: {
       waitForConnect: false,
       initialDelay: 100,
       maxDelay: 2_000,
       maxRetries: Infinity,
-      setup: options.setup,
+      setup: async (connected: ChannelModel) => {
+        if (!batchWrites(connected.connection)) logger.debug("frames are written one by one");
+        await options.setup?.(connected);
+      },
     },
   });
   watchConnection(model, logger);
