@@ -125,10 +125,42 @@ describe("encoding for Celery", () => {
       correlationId: decoded.id,
       replyTo: decoded.replyTo,
     });
+    // Celery's headers, less those restating a Celery worker's default for a missing one.
     const headers = options.headers;
-    expect(Object.keys(headers).sort()).toEqual(Object.keys(captured.properties.headers).sort());
-    expect(headers.task).toBe("celery_app.task_a");
-    expect(headers.retries).toEqual({ "!": "int", value: 0 });
+    const restated = ["shadow", "eta", "expires", "group", "group_index", "parent_id"];
+    const defaults = [...restated, "retries", "timelimit", "ignore_result"];
+    const kept = Object.keys(captured.properties.headers).filter((k) => !defaults.includes(k));
+    expect(Object.keys(headers).sort()).toEqual(kept.sort());
+    for (const key of kept) expect(headers[key]).toEqual(captured.properties.headers[key]);
+    for (const key of restated) expect(captured.properties.headers[key]).toBeNull();
+  });
+
+  test("headers that differ from Celery's defaults are sent, tagged, and decode back", () => {
+    const task = decodeTask(asDelivered(fixture("task.options.json")));
+    const retried = { ...retryOf(task, 5), ignoreResult: true };
+    const { content, options } = encodeTask(retried);
+    expect(options.headers).toMatchObject({
+      retries: { "!": "int", value: 1 },
+      timelimit: [
+        { "!": "int", value: 300 },
+        { "!": "int", value: 200 },
+      ],
+      parent_id: task.id,
+      ignore_result: true,
+      custom: "x",
+    });
+
+    const plain = (value: unknown): unknown =>
+      Array.isArray(value)
+        ? value.map(plain)
+        : value && typeof value === "object" && "!" in value
+          ? (value as unknown as { value: unknown }).value
+          : value;
+    const headers = Object.fromEntries(
+      Object.entries(options.headers).map(([k, v]) => [k, plain(v)]),
+    );
+    const back = decodeTask({ content, properties: { ...options, headers } });
+    expect(back).toEqual(retried);
   });
 
   test("every header integer is tagged 32- or 64-bit, including inside lists (py-amqp misreads b and s)", () => {

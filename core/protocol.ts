@@ -187,27 +187,30 @@ export function newTask(
   };
 }
 
-/** Encodes a task the way Celery's `apply_async` does. */
+/**
+ * Encodes a task as Celery's `apply_async` does, less the headers that only restate what a
+ * Celery worker assumes when they are absent (null shadow, eta, expires, group and parent,
+ * no time limits, retries 0, ignore_result false): a Celery worker reads every one of them
+ * with a default, and each header RabbitMQ does not have to parse is CPU it can route with.
+ */
 export function encodeTask(task: TaskMessage): Encoded {
-  const headers = {
-    ...task.extraHeaders,
+  const headers: Record<string, unknown> = {
+    ...(tagIntegers(task.extraHeaders) as Record<string, unknown>),
     lang: "py",
     task: task.name,
     id: task.id,
-    shadow: null,
-    eta: task.eta?.toISOString() ?? null,
-    expires: task.expires?.toISOString() ?? null,
-    group: null,
-    group_index: null,
-    retries: task.retries,
-    timelimit: task.timelimit,
     root_id: task.rootId,
-    parent_id: task.parentId,
     argsrepr: reprArgs(task.args),
     kwargsrepr: JSON.stringify(task.kwargs),
     origin: task.origin,
-    ignore_result: task.ignoreResult,
   };
+  if (task.eta) headers.eta = task.eta.toISOString();
+  if (task.expires) headers.expires = task.expires.toISOString();
+  if (task.retries > 0) headers.retries = tagIntegers(task.retries);
+  if (task.timelimit[0] !== null || task.timelimit[1] !== null)
+    headers.timelimit = tagIntegers(task.timelimit);
+  if (task.parentId) headers.parent_id = task.parentId;
+  if (task.ignoreResult) headers.ignore_result = true;
   const embed = task.embed;
 
   return {
@@ -219,7 +222,7 @@ export function encodeTask(task: TaskMessage): Encoded {
       priority: task.priority,
       correlationId: task.correlationId,
       replyTo: task.replyTo || undefined,
-      headers: tagIntegers(headers) as Record<string, unknown>,
+      headers,
     },
   };
 }
