@@ -4,10 +4,16 @@
  * succeeded, failed, retried). Task events go out in batches under `task.multi`, as a
  * prefork Celery worker sends them, so `celery events` and `dtest monitor` read the same
  * stream.
+ *
+ * Task events cost the worker and the broker a share of every task, and nobody reads them
+ * unless a monitor is subscribed. So worker events double as a probe: they are published
+ * with `mandatory`, and the broker returns them when no queue is bound to the exchange. Task
+ * events are sent while the latest probe found a listener; one that subscribes sees them
+ * from the next heartbeat on (at most 2 s), as Celery's `enable_events` would give it.
  */
 import { loadavg } from "node:os";
 
-import type { Channel, ConsumeMessage } from "amqplib";
+import type { Channel, ConfirmChannel, ConsumeMessage } from "amqplib";
 
 import type { Logger } from "./log.ts";
 import { CONTENT_ENCODING, CONTENT_TYPE } from "./protocol.ts";
@@ -48,13 +54,23 @@ export class EventPublisher {
   private batch: CeleryEvent[] = [];
   private flushTimer?: Timer;
   private heartbeat?: Timer;
+  /** Whether the latest worker event reached a queue: someone reads the stream. */
+  private listened = false;
+  /** The broker returned the probe in flight (a return comes before its confirm). */
+  private probeReturned = false;
+  private readonly watched = new WeakSet<ConfirmChannel>();
 
   constructor(
     private readonly hostname: string,
-    private readonly channel: () => Channel | undefined,
+    private readonly channel: () => ConfirmChannel | undefined,
     private readonly stats: () => WorkerStats,
     private readonly logger: Logger,
   ) {}
+
+  /** True while a listener is subscribed, as far as the latest worker event could tell. */
+  get hasListeners(): boolean {
+    return this.listened;
+  }
 
   private event(type: string, fields: Record<string, unknown>): CeleryEvent {
     return {
@@ -68,23 +84,38 @@ export class EventPublisher {
     };
   }
 
-  private send(routingKey: string, body: unknown): void {
+  private send(routingKey: string, body: unknown, probe = false): void {
     const channel = this.channel();
     if (!channel) return;
+    if (probe) this.watchReturns(channel);
+    const options = {
+      contentType: CONTENT_TYPE,
+      contentEncoding: CONTENT_ENCODING,
+      deliveryMode: 1,
+      mandatory: probe,
+      headers: { hostname: this.hostname },
+    };
+    const onConfirm = (err: unknown) => {
+      if (!err) this.listened = !this.probeReturned;
+      this.probeReturned = false;
+    };
     try {
-      channel.publish(EVENT_EXCHANGE, routingKey, Buffer.from(JSON.stringify(body)), {
-        contentType: CONTENT_TYPE,
-        contentEncoding: CONTENT_ENCODING,
-        deliveryMode: 1,
-        headers: { hostname: this.hostname },
-      });
+      const content = Buffer.from(JSON.stringify(body));
+      channel.publish(EVENT_EXCHANGE, routingKey, content, options, probe ? onConfirm : undefined);
     } catch (err) {
       // Events are best effort, as in Celery: a lost event never holds up a task.
       this.logger.debug(`event not sent: ${(err as Error).message}`);
     }
   }
 
-  /** worker-online, worker-heartbeat or worker-offline, sent at once. */
+  private watchReturns(channel: ConfirmChannel): void {
+    if (this.watched.has(channel)) return;
+    this.watched.add(channel);
+    // Only probes are mandatory, so whatever comes back is a probe nobody received.
+    channel.on("return", () => (this.probeReturned = true));
+  }
+
+  /** worker-online, worker-heartbeat or worker-offline, sent at once; each is a probe. */
   worker(type: "worker-online" | "worker-heartbeat" | "worker-offline"): void {
     const stats = this.stats();
     const event = this.event(type, {
@@ -98,11 +129,12 @@ export class EventPublisher {
       sw_ver: "0.1.0",
       sw_sys: process.platform === "linux" ? "Linux" : process.platform,
     });
-    this.send(type.replace("-", "."), event);
+    this.send(type.replace("-", "."), event, true);
   }
 
-  /** A task event, batched under `task.multi`. */
+  /** A task event, batched under `task.multi`; dropped while nobody listens. */
   task(type: string, fields: Record<string, unknown>): void {
+    if (!this.listened) return;
     this.batch.push(this.event(type, fields));
     if (this.batch.length >= MAX_BATCH) this.flush();
     else this.flushTimer ??= setTimeout(() => this.flush(), FLUSH_MS);

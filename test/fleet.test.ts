@@ -124,6 +124,46 @@ describe("monitor", () => {
     expect(Number(succeeded.runtime)).toBeGreaterThanOrEqual(0.1);
   });
 
+  test("task events flow only while something listens, from the next heartbeat on", async () => {
+    const name = `${uniqueName("quiet")}@fleet`;
+    const ch = await conn.createChannel();
+    await ch.assertExchange("celeryev", "topic", { durable: true });
+    // Bound to task events only: worker events find no queue, so the worker sees no listener.
+    const taskEvents = uniqueName("ev-tasks");
+    await ch.assertQueue(taskEvents, { exclusive: true });
+    await ch.bindQueue(taskEvents, "celeryev", "task.#");
+    const fromWorker = async () => {
+      const types: string[] = [];
+      for (let msg = await ch.get(taskEvents, { noAck: true }); msg; ) {
+        const events = [JSON.parse(msg.content.toString())].flat();
+        types.push(...events.filter((e) => e.hostname === name).map((e) => e.type));
+        msg = await ch.get(taskEvents, { noAck: true });
+      }
+      return types;
+    };
+    const dispatch = async () => {
+      const config = writeConfig(tempDir(), `task_routing:\n  task_a: ${qa}\n`);
+      expect((await run(["dispatch", "--config", config])).code).toBe(0);
+      await Bun.sleep(300); // task events are batched for up to 100 ms
+    };
+    const worker = await startWorker(qa, file, ["--name", name]);
+
+    try {
+      await dispatch();
+      expect(await fromWorker()).toEqual([]);
+
+      const everything = uniqueName("ev-all");
+      await ch.assertQueue(everything, { exclusive: true });
+      await ch.bindQueue(everything, "celeryev", "#");
+      await Bun.sleep(2500); // the next heartbeat finds the listener
+      await dispatch();
+      expect(await fromWorker()).toEqual(["task-received", "task-started", "task-succeeded"]);
+    } finally {
+      await stopAll([worker]);
+      await ch.close();
+    }
+  });
+
   test("shows a Celery worker's batched task events, placing the task by the config's routing", async () => {
     const monitor = start(["monitor", "--config", file, "--interval", "0.3"]);
     await monitor.waitFor("following the celeryev stream");
