@@ -34,7 +34,7 @@ node_modules/.installed: package.json package-lock.json
 install: node_modules/.installed ## Install dependencies (Bun comes from npm)
 
 $(BIN): node_modules/.installed $(SOURCES)
-	$(BUN) build --compile --minify --sourcemap --bytecode --format=esm cmd/cli.ts --outfile $(BIN)
+	$(BUN) build --compile --minify --sourcemap --bytecode --format=esm --compile-jit-policy=20 cmd/cli.ts --outfile $(BIN)
 
 build: $(BIN) ## Compile ./dtest, one self-contained executable, and the image if an engine answers
 	@if $(COMPOSE) version >/dev/null 2>&1 && [ -n "$$DOCKER_HOST$$(ls /var/run/docker.sock 2>/dev/null)" ]; \

@@ -270,11 +270,19 @@ export interface ReplyChannel {
   queues: QueueState[];
 }
 
-/** The sending side's channel: confirms on, reply queue declared and consumed. */
+/**
+ * The sending side's channel: confirms on, reply queue declared and consumed. The task
+ * queues are declared at the same time, each on a short-lived channel of its own: a channel
+ * answers one request at a time, so this turns a dozen round trips in a row into about five.
+ */
 export async function openReplyChannel(
   model: ChannelModel,
   options: ReplyChannelOptions,
 ): Promise<ReplyChannel> {
+  const declared = Promise.all(options.taskQueues.map((queue) => declareOnOwnChannel(model, queue)));
+  // Observed below; an early failure here must not surface as an unhandled rejection.
+  declared.catch(() => {});
+
   const channel = await model.createConfirmChannel();
   channel.on("error", (err: Error) => options.logger.warn(`channel error: ${err.message}`));
   channel.on("handler-error", (err: Error, event: string) =>
@@ -283,11 +291,20 @@ export async function openReplyChannel(
   channel.on("close", () => options.onClose(channel));
 
   await declareReplyQueue(channel, options.replyQueue);
-  const queues: QueueState[] = [];
-  for (const queue of options.taskQueues) queues.push(await declareTaskQueue(channel, queue));
   await channel.prefetch(options.prefetch);
   await channel.consume(options.replyQueue, (msg) => msg && options.onReply(channel, msg));
-  return { channel, queues };
+  return { channel, queues: await declared };
+}
+
+async function declareOnOwnChannel(model: ChannelModel, queue: string): Promise<QueueState> {
+  const channel = await model.createChannel();
+  // A refused declaration closes the channel with the reason, which the caller reports.
+  channel.on("error", () => {});
+  const state = await declareTaskQueue(channel, queue);
+  channel.close().catch(() => {
+    // The connection went first; the channel went with it.
+  });
+  return state;
 }
 
 /** Deletes a run's reply queue; if that fails it expires by itself (x-expires). */

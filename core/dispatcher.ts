@@ -18,6 +18,7 @@ import {
 } from "./broker.ts";
 import { scenarioQueues, type DtestConfig } from "./config.ts";
 import { EXIT } from "./errors.ts";
+import { startupFinished } from "./jit.ts";
 import type { Logger } from "./log.ts";
 import {
   decodeResult,
@@ -99,6 +100,7 @@ class Dispatch {
 
     try {
       await this.preflight();
+      startupFinished();
       return await this.sendAndCollect();
     } finally {
       await this.cleanup();

@@ -18,6 +18,7 @@ import {
   type QueueState,
 } from "./broker.ts";
 import type { DtestConfig } from "./config.ts";
+import { startupFinished } from "./jit.ts";
 import { EXIT, UsageError } from "./errors.ts";
 import type { Logger } from "./log.ts";
 import { decodeResult, encodeTask, FINAL_STATUSES, newTask, ProtocolError } from "./protocol.ts";
@@ -147,6 +148,7 @@ class LoadTest {
         options.signal,
         this.declared,
       );
+      startupFinished();
       const began = performance.now();
       this.timeline = new Timeline(began);
 

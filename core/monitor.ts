@@ -6,6 +6,7 @@
 import { connectBroker, type BrokerUrl } from "./broker.ts";
 import type { DtestConfig } from "./config.ts";
 import { HEARTBEAT_SECONDS, subscribeEvents, type CeleryEvent } from "./events.ts";
+import { startupFinished } from "./jit.ts";
 import type { Logger } from "./log.ts";
 import { shortTaskName } from "./protocol.ts";
 
@@ -200,6 +201,7 @@ export async function monitor(options: MonitorOptions): Promise<void> {
       await subscribeEvents(await model.createChannel(), onEvents);
     },
   });
+  startupFinished();
   options.logger.withTag("monitor").info("following the celeryev stream; Ctrl-C to stop");
 
   const timer = setInterval(() => {

@@ -19,6 +19,7 @@ import { abandonedSteps, followUps } from "./canvas.ts";
 import { findRoute, type DtestConfig, type RetryConfig, type TaskDef } from "./config.ts";
 import { describeError } from "./errors.ts";
 import { declareEventExchange, EventPublisher } from "./events.ts";
+import { startupFinished } from "./jit.ts";
 import { serveControl } from "./pidbox.ts";
 import { LOG_LEVELS, type Logger } from "./log.ts";
 import {
@@ -173,6 +174,7 @@ class Worker {
     });
 
     this.events.start();
+    startupFinished();
     this.log.success(`consuming ${options.queue} (concurrency ${options.concurrency})`);
     await new Promise<void>((resolve) => {
       if (options.signal.aborted) return resolve();
