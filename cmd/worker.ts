@@ -3,9 +3,18 @@ import { defineCommand } from "citty";
 
 import { resolveBrokerUrl } from "../core/broker.ts";
 import { loadConfig, routedQueues, undefinedTasks } from "../core/config.ts";
+import { reexecWith, WORKER_ENGINE_ENV } from "../core/engine.ts";
 import { UsageError } from "../core/errors.ts";
 import { defaultWorkerName, DEFAULT_MAX_MESSAGE_BYTES, runWorker } from "../core/runtime.ts";
-import { checkFlags, guard, parseCount, parseSeconds, sharedArgs, startRun } from "./shared.ts";
+import {
+  checkFlags,
+  guard,
+  parseCount,
+  parseSeconds,
+  selfCommand,
+  sharedArgs,
+  startRun,
+} from "./shared.ts";
 
 const args = {
   ...sharedArgs,
@@ -28,6 +37,7 @@ export default defineCommand({
   run: ({ args: values, rawArgs }) =>
     guard(async () => {
       checkFlags(rawArgs, args);
+      reexecWith(WORKER_ENGINE_ENV, selfCommand());
       const config = await loadConfig(values.config);
       const queue = values.queue;
       if (!queue) {

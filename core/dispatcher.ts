@@ -18,7 +18,7 @@ import {
 } from "./broker.ts";
 import { scenarioQueues, type DtestConfig } from "./config.ts";
 import { EXIT } from "./errors.ts";
-import { startupFinished } from "./jit.ts";
+import { startupFinished } from "./engine.ts";
 import type { Logger } from "./log.ts";
 import {
   decodeResult,

@@ -18,7 +18,7 @@ import {
   type QueueState,
 } from "./broker.ts";
 import type { DtestConfig } from "./config.ts";
-import { startupFinished } from "./jit.ts";
+import { startupFinished } from "./engine.ts";
 import { EXIT, UsageError } from "./errors.ts";
 import type { Logger } from "./log.ts";
 import { decodeResult, encodeTask, FINAL_STATUSES, newTask, ProtocolError } from "./protocol.ts";

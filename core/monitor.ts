@@ -6,7 +6,7 @@
 import { connectBroker, type BrokerUrl } from "./broker.ts";
 import type { DtestConfig } from "./config.ts";
 import { HEARTBEAT_SECONDS, subscribeEvents, type CeleryEvent } from "./events.ts";
-import { startupFinished } from "./jit.ts";
+import { startupFinished } from "./engine.ts";
 import type { Logger } from "./log.ts";
 import { shortTaskName } from "./protocol.ts";
 

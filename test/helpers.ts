@@ -119,17 +119,12 @@ export async function startWorker(
   queue: string,
   config: string,
   extra: string[] = [],
+  env: Record<string, string> = {},
 ): Promise<Proc> {
-  const proc = start([
-    "worker",
-    "--queue",
-    queue,
-    "--config",
-    config,
-    "--log-level",
-    "debug",
-    ...extra,
-  ]);
+  const proc = start(
+    ["worker", "--queue", queue, "--config", config, "--log-level", "debug", ...extra],
+    env,
+  );
   await proc.waitFor(`consuming ${queue}`);
   return proc;
 }

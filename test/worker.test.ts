@@ -8,6 +8,7 @@ import { join } from "node:path";
 
 import type { Channel, ChannelModel } from "amqplib";
 
+import { WORKER_ENGINE_ENV } from "../core/engine.ts";
 import { encodeTask, newTask, tagIntegers } from "../core/protocol.ts";
 import {
   connectTestBroker,
@@ -179,5 +180,37 @@ describe("what the worker runs", () => {
     const msg = await next(replies);
     expect(Date.now()).toBeGreaterThanOrEqual(eta.getTime());
     expect(JSON.parse(msg.content.toString()).status).toBe("SUCCESS");
+  });
+});
+
+describe("engine settings", () => {
+  const environOf = (pid: number) =>
+    Object.fromEntries(
+      readFileSync(`/proc/${pid}/environ`, "utf8")
+        .split("\0")
+        .filter(Boolean)
+        .map((entry) => [entry.slice(0, entry.indexOf("=")), entry.slice(entry.indexOf("=") + 1)]),
+    );
+
+  test("a worker re-executes itself, same PID, with a small heap and the baseline JIT", () => {
+    const env = environOf(worker.child.pid);
+    expect(env).toMatchObject({
+      ...WORKER_ENGINE_ENV,
+      DTEST_ENGINE_TUNED: "1",
+    });
+    expect(readFileSync(`/proc/${worker.child.pid}/cmdline`, "utf8").split("\0")).toContain(qa);
+  });
+
+  test("settings already in the environment win, and DTEST_ENGINE_TUNED=1 turns it off", async () => {
+    const file = writeConfig(tempDir(), `task_routing:\n  task_a: ${qa}\n`);
+    const chosen = await startWorker(qa, file, [], { BUN_JSC_useDFGJIT: "1" });
+    const untouched = await startWorker(qa, file, [], { DTEST_ENGINE_TUNED: "1" });
+    try {
+      expect(environOf(chosen.child.pid).BUN_JSC_useDFGJIT).toBe("1");
+      expect(environOf(chosen.child.pid).BUN_JSC_forceRAMSize).toBeDefined();
+      expect(environOf(untouched.child.pid).BUN_JSC_forceRAMSize).toBeUndefined();
+    } finally {
+      await stopAll([chosen, untouched]);
+    }
   });
 });

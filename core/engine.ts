@@ -1,0 +1,41 @@
+/**
+ * JavaScriptCore settings that fit how dtest runs.
+ *
+ * Start-up: the compiled binary starts with the JIT made reluctant (the Makefile builds it
+ * with `--compile-jit-policy=20`, tier-up thresholds 20 times the usual). Start-up code runs
+ * once, and compiling it costs more than interpreting it. Commands that go on to handle a
+ * stream of messages call `startupFinished` when they reach that steady state.
+ *
+ * Workers: JavaScriptCore sizes its heap from the machine's RAM and compiles hot code up to
+ * its optimising tiers on background threads. For a small process that runs the same short
+ * path per message, many of them per host, both are a poor trade: a worker's resident memory
+ * under load rose to ~105 MB, and the optimising compiler took CPU from the broker on a
+ * two-core machine. A worker therefore re-executes itself once at start with a heap sized for
+ * 512 MB and the baseline JIT only (~76 MB under the same load, and less CPU per task).
+ * Settings already in the environment win; DTEST_ENGINE_TUNED=1 skips the re-execution.
+ */
+
+/** Environment JavaScriptCore reads at start for a worker. */
+export const WORKER_ENGINE_ENV: Record<string, string> = {
+  BUN_JSC_forceRAMSize: String(512 * 1024 * 1024),
+  BUN_JSC_useDFGJIT: "0",
+};
+
+const TUNED = "DTEST_ENGINE_TUNED";
+
+/** Restores the normal JIT policy; a no-op where the runtime has no such control. */
+export function startupFinished(): void {
+  Bun.unsafe.setJITPolicy?.(1);
+}
+
+/**
+ * Replaces this process with itself, same arguments and PID, started with `env` added to its
+ * environment (existing variables win). Returns only when that already happened, was turned
+ * off, or cannot be done here.
+ */
+export function reexecWith(env: Record<string, string>, command: string[]): void {
+  if (process.env[TUNED] !== undefined || typeof process.execve !== "function") return;
+
+  const merged = { ...env, ...process.env, [TUNED]: "1" } as Record<string, string>;
+  process.execve(command[0]!, [...command, ...process.argv.slice(2)], merged);
+}
