@@ -279,7 +279,9 @@ export async function openReplyChannel(
   model: ChannelModel,
   options: ReplyChannelOptions,
 ): Promise<ReplyChannel> {
-  const declared = Promise.all(options.taskQueues.map((queue) => declareOnOwnChannel(model, queue)));
+  const declared = Promise.all(
+    options.taskQueues.map((queue) => declareOnOwnChannel(model, queue)),
+  );
   // Observed below; an early failure here must not surface as an unhandled rejection.
   declared.catch(() => {});
 

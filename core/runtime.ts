@@ -17,9 +17,9 @@ import {
 } from "./broker.ts";
 import { abandonedSteps, followUps } from "./canvas.ts";
 import { findRoute, type DtestConfig, type RetryConfig, type TaskDef } from "./config.ts";
+import { startupFinished } from "./engine.ts";
 import { describeError } from "./errors.ts";
 import { declareEventExchange, EventPublisher } from "./events.ts";
-import { startupFinished } from "./engine.ts";
 import { serveControl } from "./pidbox.ts";
 import { LOG_LEVELS, type Logger } from "./log.ts";
 import {

@@ -65,10 +65,8 @@ describe("batchWrites on a real amqplib connection", () => {
       await ch.waitForConfirms();
 
       const got: string[] = [];
-      for (let msg = await ch.get(queue, { noAck: true }); msg; ) {
-        got.push(msg.content.toString());
-        msg = await ch.get(queue, { noAck: true });
-      }
+      let msg;
+      while ((msg = await ch.get(queue, { noAck: true }))) got.push(msg.content.toString());
       expect(got).toEqual(Array.from({ length: 50 }, (_, i) => String(i)));
     } finally {
       await model.close();

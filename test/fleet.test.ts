@@ -12,6 +12,7 @@ import { encodeTask, newTask } from "../core/protocol.ts";
 import {
   connectTestBroker,
   deleteQueues,
+  drainQueue,
   requireBinary,
   run,
   start,
@@ -132,15 +133,11 @@ describe("monitor", () => {
     const taskEvents = uniqueName("ev-tasks");
     await ch.assertQueue(taskEvents, { exclusive: true });
     await ch.bindQueue(taskEvents, "celeryev", "task.#");
-    const fromWorker = async () => {
-      const types: string[] = [];
-      for (let msg = await ch.get(taskEvents, { noAck: true }); msg; ) {
-        const events = [JSON.parse(msg.content.toString())].flat();
-        types.push(...events.filter((e) => e.hostname === name).map((e) => e.type));
-        msg = await ch.get(taskEvents, { noAck: true });
-      }
-      return types;
-    };
+    const fromWorker = async () =>
+      (await drainQueue(ch, taskEvents))
+        .flatMap((msg) => [JSON.parse(msg.content.toString())].flat())
+        .filter((e) => e.hostname === name)
+        .map((e) => e.type);
     const dispatch = async () => {
       const config = writeConfig(tempDir(), `task_routing:\n  task_a: ${qa}\n`);
       expect((await run(["dispatch", "--config", config])).code).toBe(0);

@@ -145,6 +145,14 @@ export async function deleteQueues(conn: ChannelModel, names: string[]): Promise
   await ch.close();
 }
 
+/** Takes every message waiting in `queue` now (acked on receipt). */
+export async function drainQueue(channel: Channel, queue: string): Promise<GetMessage[]> {
+  const messages: GetMessage[] = [];
+  let msg: GetMessage | false;
+  while ((msg = await channel.get(queue, { noAck: true }))) messages.push(msg);
+  return messages;
+}
+
 /** Polls `queue` until a message arrives (acked on receipt); throws after `ms`. */
 export async function nextMessage(channel: Channel, queue: string, ms = 5000): Promise<GetMessage> {
   const deadline = Date.now() + ms;
