@@ -161,8 +161,11 @@ export function reprArgs(args: unknown[]): string {
   return `(${items.join(", ")}${items.length === 1 ? "," : ""})`;
 }
 
+let origin: string | undefined;
+
+/** Celery's `origin` header for this process, e.g. `gen4242@station-7` (read once). */
 export function originName(): string {
-  return `gen${process.pid}@${hostname()}`;
+  return (origin ??= `gen${process.pid}@${hostname()}`);
 }
 
 export function newTask(
