@@ -192,7 +192,7 @@ describe("engine settings", () => {
         .map((entry) => [entry.slice(0, entry.indexOf("=")), entry.slice(entry.indexOf("=") + 1)]),
     );
 
-  test("a worker re-executes itself, same PID, with a small heap and the baseline JIT", () => {
+  test("a worker re-executes itself, same PID, with a small heap and no FTL tier", () => {
     const env = environOf(worker.child.pid);
     expect(env).toMatchObject({
       ...WORKER_ENGINE_ENV,
@@ -203,10 +203,10 @@ describe("engine settings", () => {
 
   test("settings already in the environment win, and DTEST_ENGINE_TUNED=1 turns it off", async () => {
     const file = writeConfig(tempDir(), `task_routing:\n  task_a: ${qa}\n`);
-    const chosen = await startWorker(qa, file, [], { BUN_JSC_useDFGJIT: "1" });
+    const chosen = await startWorker(qa, file, [], { BUN_JSC_useFTLJIT: "1" });
     const untouched = await startWorker(qa, file, [], { DTEST_ENGINE_TUNED: "1" });
     try {
-      expect(environOf(chosen.child.pid).BUN_JSC_useDFGJIT).toBe("1");
+      expect(environOf(chosen.child.pid).BUN_JSC_useFTLJIT).toBe("1");
       expect(environOf(chosen.child.pid).BUN_JSC_forceRAMSize).toBeDefined();
       expect(environOf(untouched.child.pid).BUN_JSC_forceRAMSize).toBeUndefined();
     } finally {
