@@ -13,6 +13,8 @@
  * sized for 512 MB and the FTL tier off (~78 MB under the same load, no slower). Turning the
  * DFG tier off as well saves ~8 MB more but adds ~0.14 ms to every round trip.
  * Settings already in the environment win; DTEST_ENGINE_TUNED=1 skips the re-execution.
+ * After it, DTEST_ENGINE_TUNED lists the variables dtest added, so that the commands exec
+ * tasks run (which may well be Bun programs) get the environment the worker was started with.
  */
 
 /** Environment JavaScriptCore reads at start for a worker. */
@@ -36,6 +38,17 @@ export function startupFinished(): void {
 export function reexecWith(env: Record<string, string>, command: string[]): void {
   if (process.env[TUNED] !== undefined || typeof process.execve !== "function") return;
 
-  const merged = { ...env, ...process.env, [TUNED]: "1" } as Record<string, string>;
+  const added = Object.keys(env).filter((key) => process.env[key] === undefined);
+  const merged = { ...env, ...process.env, [TUNED]: added.join(",") || "1" };
   process.execve(command[0]!, [...command, ...process.argv.slice(2)], merged);
+}
+
+/** This process's environment without what `reexecWith` added: for the commands it runs. */
+export function originalEnvironment(): Record<string, string | undefined> {
+  const env = { ...process.env };
+  for (const key of (env[TUNED] ?? "").split(",")) {
+    if (key.startsWith("BUN_JSC_")) delete env[key];
+  }
+  delete env[TUNED];
+  return env;
 }

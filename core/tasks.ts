@@ -4,6 +4,7 @@
  * contributes arguments, which exec passes as argv items and never through a shell.
  */
 import type { ExecTask, Expectation, TaskDef } from "./config.ts";
+import { originalEnvironment } from "./engine.ts";
 import { exceptionInfo, type ExceptionInfo, type TaskMessage } from "./protocol.ts";
 
 /** Bytes of stdout/stderr an exec result keeps (the end of each stream). */
@@ -88,7 +89,7 @@ async function runExec(def: ExecTask, message: TaskMessage, signal: AbortSignal)
   const child = Bun.spawn(argv, {
     cwd: def.cwd,
     env: {
-      ...process.env,
+      ...originalEnvironment(),
       ...def.env,
       DTEST_TASK_ID: message.id,
       DTEST_RETRIES: String(message.retries),

@@ -194,10 +194,10 @@ describe("engine settings", () => {
 
   test("a worker re-executes itself, same PID, with a small heap and no FTL tier", () => {
     const env = environOf(worker.child.pid);
-    expect(env).toMatchObject({
-      ...WORKER_ENGINE_ENV,
-      DTEST_ENGINE_TUNED: "1",
-    });
+    expect(env).toMatchObject(WORKER_ENGINE_ENV);
+    expect(env.DTEST_ENGINE_TUNED!.split(",").sort()).toEqual(
+      Object.keys(WORKER_ENGINE_ENV).sort(),
+    );
     expect(readFileSync(`/proc/${worker.child.pid}/cmdline`, "utf8").split("\0")).toContain(qa);
   });
 
@@ -211,6 +211,32 @@ describe("engine settings", () => {
       expect(environOf(untouched.child.pid).BUN_JSC_forceRAMSize).toBeUndefined();
     } finally {
       await stopAll([chosen, untouched]);
+    }
+  });
+
+  test("exec tasks get the environment the worker was started with, not the engine settings", async () => {
+    const queue = uniqueName("qenv");
+    const file = writeConfig(
+      tempDir(),
+      `task_routing:\n  show_env: ${queue}\ntasks:\n  show_env: { kind: exec, command: [env] }\n`,
+    );
+    const envWorker = await startWorker(queue, file, [], { BUN_JSC_useFTLJIT: "1" });
+    try {
+      const task = newTask({ name: "show_env", args: [], kwargs: {}, replyTo: replies });
+      const { content, options } = encodeTask(task);
+      ch.sendToQueue(queue, content, options);
+
+      const reply = JSON.parse((await next(replies)).content.toString());
+      expect(reply.status).toBe("SUCCESS");
+      const lines = (reply.result.stdout_tail as string).split("\n");
+      expect(lines).toContain("BUN_JSC_useFTLJIT=1");
+      expect(lines.filter((l) => /^(BUN_JSC_forceRAMSize|DTEST_ENGINE_TUNED)=/.test(l))).toEqual(
+        [],
+      );
+      expect(environOf(envWorker.child.pid).BUN_JSC_forceRAMSize).toBeDefined();
+    } finally {
+      await stopAll([envWorker]);
+      await deleteQueues(conn, [queue, `${queue}.dead`]);
     }
   });
 });
