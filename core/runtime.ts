@@ -5,7 +5,7 @@
  */
 import { hostname } from "node:os";
 
-import type { Channel, ChannelModel, ConfirmChannel, ConsumeMessage } from "amqplib";
+import type { ChannelModel, ConfirmChannel, ConsumeMessage } from "amqplib";
 
 import {
   connectBroker,
