@@ -7,11 +7,20 @@ import { afterAll, beforeAll, expect, test } from "bun:test";
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 
-import { requireBinary, run, start, tempDir, uniqueName, writeConfig } from "./helpers.ts";
+import {
+  ownQueues,
+  requireBinary,
+  run,
+  start,
+  tempDir,
+  uniqueName,
+  writeConfig,
+} from "./helpers.ts";
 
 const user = uniqueName("dtest_user");
 const password = `pw-${crypto.randomUUID()}`;
 const url = `amqp://${user}:${password}@127.0.0.1:5672`;
+const queues = ownQueues();
 
 function ctl(...args: string[]): void {
   const result = Bun.spawnSync(["rabbitmqctl", ...args], { stderr: "pipe" });
@@ -28,7 +37,7 @@ afterAll(() => ctl("delete_user", user));
 
 test("no command prints or writes the broker password, even at trace level", async () => {
   const dir = tempDir();
-  const q = uniqueName("sq");
+  const q = queues.queue("sq");
   const file = writeConfig(
     dir,
     `
