@@ -40,7 +40,12 @@ export function reexecWith(env: Record<string, string>, command: string[]): void
 
   const added = Object.keys(env).filter((key) => process.env[key] === undefined);
   const merged = { ...env, ...process.env, [TUNED]: added.join(",") || "1" };
-  process.execve(command[0]!, [...command, ...process.argv.slice(2)], merged);
+  try {
+    process.execve(command[0]!, [...command, ...process.argv.slice(2)], merged);
+  } catch {
+    // The binary cannot be executed again (moved, or a no-exec mount): run as started, with
+    // the engine's defaults, rather than not at all.
+  }
 }
 
 /** This process's environment without what `reexecWith` added: for the commands it runs. */
