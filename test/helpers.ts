@@ -220,3 +220,46 @@ export function ownQueues(): { queue(prefix?: string): string } {
     },
   };
 }
+
+export interface WorkerUnderTest {
+  /** The queue the worker consumes; a queue task_b is routed to that no worker consumes. */
+  qa: string;
+  qb: string;
+  /** A queue for the replies of the tasks a test publishes. */
+  replies: string;
+  conn: ChannelModel;
+  ch: Channel;
+  worker: Proc;
+  next(queue: string, ms?: number): Promise<GetMessage>;
+}
+
+/**
+ * For a test file that feeds a worker raw messages: a worker on a fresh queue (task_a there,
+ * task_b on another, `tasks` YAML added to its config), a reply queue and a channel, ready
+ * before the file's tests and removed after them.
+ */
+export function workerUnderTest(tasks = ""): WorkerUnderTest {
+  const t = {
+    qa: uniqueName("qa"),
+    qb: uniqueName("qb"),
+    replies: uniqueName("replies"),
+    next: (queue: string, ms?: number) => nextMessage(t.ch, queue, ms),
+  } as WorkerUnderTest;
+
+  beforeAll(async () => {
+    await requireBinary();
+    t.conn = await connectTestBroker();
+    t.ch = await t.conn.createChannel();
+    await t.ch.assertQueue(t.replies, { durable: false });
+    const routing = `task_routing:\n  task_a: ${t.qa}\n  task_b: ${t.qb}\n`;
+    t.worker = await startWorker(t.qa, writeConfig(tempDir(), routing + tasks));
+  });
+
+  afterAll(async () => {
+    await stopAll([t.worker]);
+    await deleteQueues(t.conn, [t.qa, t.qb, `${t.qa}.dead`, t.replies]);
+    await t.conn.close();
+  });
+
+  return t;
+}

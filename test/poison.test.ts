@@ -4,53 +4,15 @@
  * reason; integers of every AMQP width, including py-amqp's unsigned 64-bit `L` that amqplib
  * cannot read, are decoded and run. Through all of it the worker stays up and keeps serving.
  */
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-
-import type { Channel, ChannelModel } from "amqplib";
+import { describe, expect, test } from "bun:test";
 
 import { encodeTask, newTask, tagIntegers } from "../core/protocol.ts";
-import {
-  BROKER_URL,
-  connectTestBroker,
-  deleteQueues,
-  nextMessage,
-  requireBinary,
-  startWorker,
-  stopAll,
-  tempDir,
-  uniqueName,
-  writeConfig,
-  type Proc,
-} from "./helpers.ts";
+import { BROKER_URL, workerUnderTest } from "./helpers.ts";
 
-let conn: ChannelModel;
-let ch: Channel;
-let worker: Proc;
-const qa = uniqueName("qa");
-const qb = uniqueName("qb");
+const t = workerUnderTest("tasks:\n  task_a: { kind: noop }\n");
+const { qa, qb, replies, next } = t;
 const dead = `${qa}.dead`;
-const replies = uniqueName("replies");
 const EMBED = { callbacks: null, errbacks: null, chain: null, chord: null };
-
-beforeAll(async () => {
-  await requireBinary();
-  conn = await connectTestBroker();
-  ch = await conn.createChannel();
-  await ch.assertQueue(replies, { durable: false });
-  const file = writeConfig(
-    tempDir(),
-    `task_routing:\n  task_a: ${qa}\n  task_b: ${qb}\ntasks:\n  task_a: { kind: noop }\n`,
-  );
-  worker = await startWorker(qa, file);
-});
-
-afterAll(async () => {
-  await stopAll([worker]);
-  await deleteQueues(conn, [qa, qb, dead, replies]);
-  await conn.close();
-});
-
-const next = (queue: string, ms?: number) => nextMessage(ch, queue, ms);
 
 function send(
   body: Buffer | string,
@@ -58,7 +20,7 @@ function send(
   props: Record<string, unknown> = {},
 ) {
   const id = typeof headers.id === "string" ? headers.id : crypto.randomUUID();
-  ch.sendToQueue(qa, Buffer.from(body), {
+  t.ch.sendToQueue(qa, Buffer.from(body), {
     contentType: "application/json",
     correlationId: id,
     replyTo: replies,
@@ -177,11 +139,11 @@ describe("poison messages are answered, parked with the reason, and the worker k
     const parked = await next(dead, 10_000);
     expect(String(parked.properties.headers?.["x-dtest-reason"])).toContain(reason);
     expect(parked.properties.headers?.["x-dtest-queue"]).toBe(qa);
-    expect(worker.child.exitCode).toBeNull();
+    expect(t.worker.child.exitCode).toBeNull();
   });
 
   test("a message with no id and no reply queue is still parked, never dropped", async () => {
-    ch.sendToQueue(qa, Buffer.from("garbage"), { contentType: "text/plain" });
+    t.ch.sendToQueue(qa, Buffer.from("garbage"), { contentType: "text/plain" });
     const parked = await next(dead);
     expect(parked.content.toString()).toBe("garbage");
     expect(String(parked.properties.headers?.["x-dtest-reason"])).toContain(
@@ -200,7 +162,7 @@ describe("poison messages are answered, parked with the reason, and the worker k
   ])("retries sent as an AMQP %s integer decodes and the task runs", async (type) => {
     const task = newTask({ name: "task_a", args: [1], kwargs: {}, replyTo: replies });
     const { content, options } = encodeTask(task);
-    ch.sendToQueue(qa, content, {
+    t.ch.sendToQueue(qa, content, {
       ...options,
       headers: { ...options.headers, retries: { "!": type, value: 0 } },
     });
@@ -225,13 +187,13 @@ with amqp.Connection("${new URL(BROKER_URL).host}", userid="guest", password="gu
 
     const reply = JSON.parse((await next(replies)).content.toString());
     expect(reply).toMatchObject({ task_id: id, status: "SUCCESS" });
-    expect(worker.output).not.toContain("Unexpected type tag");
+    expect(t.worker.output).not.toContain("Unexpected type tag");
   });
 
   test("after every poison message the worker still serves a normal task", async () => {
     const task = newTask({ name: "task_a", args: ["still", "here"], kwargs: {}, replyTo: replies });
     const { content, options } = encodeTask(task);
-    ch.sendToQueue(qa, content, {
+    t.ch.sendToQueue(qa, content, {
       ...options,
       headers: tagIntegers(options.headers) as Record<string, unknown>,
     });
@@ -239,7 +201,7 @@ with amqp.Connection("${new URL(BROKER_URL).host}", userid="guest", password="gu
     const reply = JSON.parse((await next(replies)).content.toString());
     expect(reply.status).toBe("SUCCESS");
     expect(reply.result.result).toEqual(["still", "here"]);
-    expect(worker.child.exitCode).toBeNull();
-    expect(worker.output).not.toMatch(/Unhandled|uncaught|^\s+at /im);
+    expect(t.worker.child.exitCode).toBeNull();
+    expect(t.worker.output).not.toMatch(/Unhandled|uncaught|^\s+at /im);
   });
 });

@@ -2,58 +2,24 @@
  * A worker fed raw messages, as a Celery client or a faulty publisher would send them:
  * Celery-named tasks, tasks for other queues, unknown tasks and undecodable messages.
  */
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-
-import type { Channel, ChannelModel } from "amqplib";
 
 import { WORKER_ENGINE_ENV } from "../core/engine.ts";
 import { encodeTask, newTask, tagIntegers } from "../core/protocol.ts";
 import {
-  connectTestBroker,
   deleteQueues,
-  nextMessage,
-  requireBinary,
   startWorker,
   stopAll,
   tempDir,
   uniqueName,
+  workerUnderTest,
   writeConfig,
-  type Proc,
 } from "./helpers.ts";
 
-let conn: ChannelModel;
-let ch: Channel;
-let worker: Proc;
-const qa = uniqueName("qa");
-const qb = uniqueName("qb");
-const replies = uniqueName("replies");
-
-beforeAll(async () => {
-  await requireBinary();
-  conn = await connectTestBroker();
-  ch = await conn.createChannel();
-  await ch.assertQueue(replies, { durable: false, autoDelete: false });
-
-  const file = writeConfig(
-    tempDir(),
-    `
-task_routing:
-  task_a: ${qa}
-  task_b: ${qb}
-`,
-  );
-  worker = await startWorker(qa, file);
-});
-
-afterAll(async () => {
-  await stopAll([worker]);
-  await deleteQueues(conn, [qa, qb, `${qa}.dead`, replies]);
-  await conn.close();
-});
-
-const next = (queue: string, ms?: number) => nextMessage(ch, queue, ms);
+const t = workerUnderTest();
+const { qa, qb, replies, next } = t;
 
 function fixture(name: string) {
   return JSON.parse(readFileSync(join(import.meta.dir, "fixtures/celery", name), "utf8"));
@@ -64,7 +30,7 @@ describe("what the worker runs", () => {
     const captured = fixture("task.task_a.json");
     const id = crypto.randomUUID();
     const headers = { ...captured.properties.headers, id, root_id: id };
-    ch.sendToQueue(qa, Buffer.from(captured.body_raw), {
+    t.ch.sendToQueue(qa, Buffer.from(captured.body_raw), {
       contentType: "application/json",
       contentEncoding: "utf-8",
       correlationId: id,
@@ -94,13 +60,13 @@ describe("what the worker runs", () => {
   test("a task routed to another queue is refused with FAILURE naming its queue, and never run", async () => {
     const task = newTask({ name: "task_b", args: [], kwargs: {}, replyTo: replies });
     const { content, options } = encodeTask(task);
-    ch.sendToQueue(qa, content, options);
+    t.ch.sendToQueue(qa, content, options);
 
     const body = JSON.parse((await next(replies)).content.toString());
     expect(body.status).toBe("FAILURE");
     expect(body.result.exc_type).toBe("WrongQueue");
     expect(body.result.exc_message[0]).toContain(`task_b belongs to queue ${qb}, not ${qa}`);
-    expect(worker.output).not.toContain(`task_b[${task.id}] received`);
+    expect(t.worker.output).not.toContain(`task_b[${task.id}] received`);
 
     const parked = await next(`${qa}.dead`);
     expect(parked.properties.headers?.id).toBe(task.id);
@@ -112,7 +78,7 @@ describe("what the worker runs", () => {
   test("an unknown task gets Celery's NotRegistered FAILURE", async () => {
     const captured = fixture("task.unknown_name.json");
     const id = crypto.randomUUID();
-    ch.sendToQueue(qa, Buffer.from(captured.body_raw), {
+    t.ch.sendToQueue(qa, Buffer.from(captured.body_raw), {
       contentType: "application/json",
       correlationId: id,
       replyTo: replies,
@@ -131,7 +97,7 @@ describe("what the worker runs", () => {
 
   test("an undecodable message is dead-lettered with its reason and the worker keeps serving", async () => {
     const id = crypto.randomUUID();
-    ch.sendToQueue(qa, Buffer.from("this is not json"), {
+    t.ch.sendToQueue(qa, Buffer.from("this is not json"), {
       contentType: "application/json",
       correlationId: id,
       replyTo: replies,
@@ -151,7 +117,7 @@ describe("what the worker runs", () => {
     const { content, options } = encodeTask(
       newTask({ name: "task_a", args: [], kwargs: {}, replyTo: replies }),
     );
-    ch.sendToQueue(qa, content, options);
+    t.ch.sendToQueue(qa, content, options);
     expect(JSON.parse((await next(replies)).content.toString()).status).toBe("SUCCESS");
   });
 
@@ -164,7 +130,7 @@ describe("what the worker runs", () => {
       expires: new Date(Date.now() - 1000),
     });
     const { content, options } = encodeTask(task);
-    ch.sendToQueue(qa, content, options);
+    t.ch.sendToQueue(qa, content, options);
 
     const body = JSON.parse((await next(replies)).content.toString());
     expect(body.status).toBe("REVOKED");
@@ -175,7 +141,7 @@ describe("what the worker runs", () => {
     const eta = new Date(Date.now() + 600);
     const task = newTask({ name: "task_a", args: [], kwargs: {}, replyTo: replies, eta });
     const { content, options } = encodeTask(task);
-    ch.sendToQueue(qa, content, options);
+    t.ch.sendToQueue(qa, content, options);
 
     const msg = await next(replies);
     expect(Date.now()).toBeGreaterThanOrEqual(eta.getTime());
@@ -193,12 +159,12 @@ describe("engine settings", () => {
     );
 
   test("a worker re-executes itself, same PID, with a small heap and no FTL tier", () => {
-    const env = environOf(worker.child.pid);
+    const env = environOf(t.worker.child.pid);
     expect(env).toMatchObject(WORKER_ENGINE_ENV);
     expect(env.DTEST_ENGINE_TUNED!.split(",").sort()).toEqual(
       Object.keys(WORKER_ENGINE_ENV).sort(),
     );
-    expect(readFileSync(`/proc/${worker.child.pid}/cmdline`, "utf8").split("\0")).toContain(qa);
+    expect(readFileSync(`/proc/${t.worker.child.pid}/cmdline`, "utf8").split("\0")).toContain(qa);
   });
 
   test("settings already in the environment win, and DTEST_ENGINE_TUNED=1 turns it off", async () => {
@@ -224,7 +190,7 @@ describe("engine settings", () => {
     try {
       const task = newTask({ name: "show_env", args: [], kwargs: {}, replyTo: replies });
       const { content, options } = encodeTask(task);
-      ch.sendToQueue(queue, content, options);
+      t.ch.sendToQueue(queue, content, options);
 
       const reply = JSON.parse((await next(replies)).content.toString());
       expect(reply.status).toBe("SUCCESS");
@@ -236,7 +202,7 @@ describe("engine settings", () => {
       expect(environOf(envWorker.child.pid).BUN_JSC_forceRAMSize).toBeDefined();
     } finally {
       await stopAll([envWorker]);
-      await deleteQueues(conn, [queue, `${queue}.dead`]);
+      await deleteQueues(t.conn, [queue, `${queue}.dead`]);
     }
   });
 });
