@@ -122,6 +122,8 @@ class Worker {
   private broker?: Broker;
   private stopping = false;
   private readonly running = new Map<string, AbortController>();
+  /** Deliveries between receipt and settlement (ack, requeue or park), held ones aside. */
+  private settling = 0;
   private readonly timing = new Map<string, { startedAt: string; finishedAt: string }>();
   private readonly held = new Map<Delivery, Timer>();
   private readonly log: Logger;
@@ -262,12 +264,20 @@ class Worker {
   }
 
   private async onMessage(delivery: Delivery): Promise<void> {
+    this.settling++;
     try {
       await this.handle(delivery);
     } catch (err) {
       // The channel went away mid-task (reconnect); the broker requeues the unacked message.
       this.log.warn(`message not settled: ${describeError(err)}; it will be redelivered`);
+    } finally {
+      this.settled();
     }
+  }
+
+  private settled(): void {
+    this.settling--;
+    if (this.settling === 0) this.idle?.();
   }
 
   private async handle(delivery: Delivery): Promise<void> {
@@ -370,10 +380,13 @@ class Worker {
     this.log.debug(`${task.name}[${task.id}] held until ${task.eta!.toISOString()}`);
     const timer = setTimeout(() => {
       this.held.delete(delivery);
+      this.settling++;
       void this.setPrefetch(delivery.channel);
-      void this.execute(delivery, task).catch((err) =>
-        this.log.warn(`${task.name}[${task.id}] not settled: ${describeError(err)}`),
-      );
+      void this.execute(delivery, task)
+        .catch((err) =>
+          this.log.warn(`${task.name}[${task.id}] not settled: ${describeError(err)}`),
+        )
+        .finally(() => this.settled());
     }, wait);
     this.held.set(delivery, timer);
     void this.setPrefetch(delivery.channel);
@@ -413,7 +426,6 @@ class Worker {
     } finally {
       this.timing.delete(task.id);
       this.running.delete(task.id);
-      if (this.running.size === 0) this.idle?.();
     }
   }
 
@@ -589,9 +601,7 @@ class Worker {
   private async shutdown(): Promise<void> {
     this.stopping = true;
     const grace = this.options.graceMs ?? 30_000;
-    this.log.info(
-      `stopping: ${this.running.size} task(s) in flight, up to ${grace / 1000}s to finish`,
-    );
+    this.log.info(`stopping: ${this.settling} task(s) in flight, up to ${grace / 1000}s to finish`);
 
     await this.stopConsuming();
     for (const [delivery, timer] of this.held) {
@@ -615,9 +625,12 @@ class Worker {
     }
   }
 
-  /** Waits for in-flight tasks until the grace period or a second signal, then aborts them. */
+  /**
+   * Waits until every message in hand is settled, up to the grace period or a second signal,
+   * then aborts the tasks still running so their messages are requeued.
+   */
   private async drain(grace: number): Promise<void> {
-    if (this.running.size === 0) return;
+    if (this.settling === 0) return;
 
     let timer: Timer | undefined;
     await new Promise<void>((resolve) => {
@@ -629,7 +642,7 @@ class Worker {
     });
     clearTimeout(timer);
 
-    if (this.running.size === 0) return;
+    if (this.settling === 0) return;
     this.log.warn(`${this.running.size} task(s) still running; requeueing them`);
     const finished = new Promise<void>((resolve) => (this.idle = resolve));
     for (const abort of this.running.values()) abort.abort(new Error("worker stopping"));

@@ -10,6 +10,7 @@ import { encodeTask, newTask } from "../core/protocol.ts";
 import {
   connectTestBroker,
   deleteQueues,
+  drainQueue,
   nextMessage,
   requireBinary,
   run,
@@ -93,4 +94,32 @@ test("--id without --requeue is a usage error", async () => {
   const result = await run(["dead-letters", "--id", "x"]);
   expect(result.stderr).toContain("--id goes with --requeue");
   expect(result.code).toBe(2);
+});
+
+test("a worker stopped while refusing messages parks every message it answered", async () => {
+  const queue = uniqueName("qs");
+  const answers = uniqueName("answers");
+  const config = writeConfig(tempDir(), `task_routing:\n  task_a: ${queue}\n`);
+  await ch.assertQueue(answers, { durable: false });
+  const worker = await startWorker(queue, config, ["--concurrency", "50"]);
+  const total = 2000;
+
+  try {
+    for (let i = 0; i < total; i++) {
+      const task = newTask({ name: "unknown", args: [i], kwargs: {}, replyTo: answers });
+      const { content, options } = encodeTask(task);
+      ch.sendToQueue(queue, content, options);
+    }
+    await next(answers);
+    await stopAll([worker]);
+
+    const answered = 1 + (await drainQueue(ch, answers)).length;
+    const parked = await drainQueue(ch, `${queue}.dead`);
+    const waiting = await drainQueue(ch, queue);
+    expect(answered).toBeLessThan(total);
+    expect(parked.length).toBe(answered);
+    expect(parked.length + waiting.length).toBe(total);
+  } finally {
+    await deleteQueues(conn, [queue, `${queue}.dead`, answers]);
+  }
 });
