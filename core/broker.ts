@@ -268,12 +268,19 @@ export interface ReplyChannel {
   channel: ConfirmChannel;
   /** The task queues as their declarations found them: consumers and ready messages. */
   queues: QueueState[];
+  /** Settles once replies are being consumed; rejects if the consumer could not be set up. */
+  consuming: Promise<void>;
 }
 
 /**
  * The sending side's channel: confirms on, reply queue declared and consumed. The task
  * queues are declared at the same time, each on a short-lived channel of its own: a channel
  * answers one request at a time, so this turns a dozen round trips in a row into about five.
+ *
+ * It returns before the reply consumer is ready. The reply queue's declaration is already on
+ * its way, and whatever is published on this channel afterwards reaches the broker behind it,
+ * so the broker routes a task only once the queue for its reply exists; replies that come
+ * before the consumer wait in that queue.
  */
 export async function openReplyChannel(
   model: ChannelModel,
@@ -292,10 +299,14 @@ export async function openReplyChannel(
   );
   channel.on("close", () => options.onClose(channel));
 
-  await declareReplyQueue(channel, options.replyQueue);
-  await channel.prefetch(options.prefetch);
-  await channel.consume(options.replyQueue, (msg) => msg && options.onReply(channel, msg));
-  return { channel, queues: await declared };
+  const consuming = (async () => {
+    await declareReplyQueue(channel, options.replyQueue);
+    await channel.prefetch(options.prefetch);
+    await channel.consume(options.replyQueue, (msg) => msg && options.onReply(channel, msg));
+  })();
+  // The caller awaits it before it waits for replies.
+  consuming.catch(() => {});
+  return { channel, queues: await declared, consuming };
 }
 
 async function declareOnOwnChannel(model: ChannelModel, queue: string): Promise<QueueState> {
@@ -309,21 +320,56 @@ async function declareOnOwnChannel(model: ChannelModel, queue: string): Promise<
   return state;
 }
 
-/** Deletes a run's reply queue; if that fails it expires by itself (x-expires). */
-export async function removeReplyQueue(
-  channel: Channel | undefined,
-  name: string,
-  logger: Logger,
-): Promise<void> {
-  try {
-    await channel?.deleteQueue(name);
-  } catch (err) {
-    logger.debug(`reply queue ${name} not deleted: ${(err as Error).message}`);
+/**
+ * A sender's reply queue and the channel it publishes on, across reconnects. `open` is the
+ * connection's setup: every (re)connect gets a fresh channel reading the same durable queue,
+ * so replies sent while the connection was down are still there.
+ */
+export class ReplyLink {
+  /** The run's own reply queue. */
+  readonly queue = replyQueueName();
+  /** The channel to publish on; undefined while the connection is down. */
+  channel?: ConfirmChannel;
+  /** The task queues as the latest declaration found them (consumers, ready messages). */
+  queues?: QueueState[];
+  private consuming?: Promise<void>;
+
+  constructor(private readonly options: Omit<ReplyChannelOptions, "replyQueue" | "onClose">) {}
+
+  async open(model: ChannelModel): Promise<void> {
+    const reconnect = this.consuming !== undefined;
+    const opened = await openReplyChannel(model, {
+      ...this.options,
+      replyQueue: this.queue,
+      onClose: (channel) => {
+        if (this.channel === channel) this.channel = undefined;
+      },
+    });
+    this.channel = opened.channel;
+    this.queues = opened.queues;
+    this.consuming = opened.consuming;
+    // Only the first connection is in a hurry to publish; after a reconnect, a consumer that
+    // cannot be set up fails the setup, and recovery deals with it.
+    if (reconnect) await opened.consuming;
+  }
+
+  /** Resolves once replies are being read; throws why they cannot be. */
+  async ready(): Promise<void> {
+    await this.consuming;
+  }
+
+  /** Deletes the reply queue; if that fails it expires by itself (x-expires). */
+  async remove(): Promise<void> {
+    try {
+      await this.channel?.deleteQueue(this.queue);
+    } catch (err) {
+      this.options.logger.debug(`reply queue ${this.queue} not deleted: ${(err as Error).message}`);
+    }
   }
 }
 
 /** A fresh reply queue name for one dispatcher run. */
-export function replyQueueName(): string {
+function replyQueueName(): string {
   return `dtest.reply.${crypto.randomUUID()}`;
 }
 

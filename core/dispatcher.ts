@@ -8,13 +8,10 @@ import type { ChannelModel, ConfirmChannel, ConsumeMessage } from "amqplib";
 import {
   connectBroker,
   describeConsumers,
-  openReplyChannel,
-  removeReplyQueue,
-  replyQueueName,
+  ReplyLink,
   waitForWorkers,
   type Broker,
   type BrokerUrl,
-  type QueueState,
 } from "./broker.ts";
 import { scenarioQueues, type DtestConfig } from "./config.ts";
 import { EXIT } from "./errors.ts";
@@ -71,10 +68,7 @@ interface Pending {
 
 class Dispatch {
   private broker?: Broker;
-  private channel?: ConfirmChannel;
-  private readonly replyQueue = replyQueueName();
-  /** Task queue states from the latest declaration (consumers, ready messages). */
-  private declared?: QueueState[];
+  private readonly link: ReplyLink;
   private readonly pending = new Map<string, Pending>();
   private remaining = 0;
   private startedAt = 0;
@@ -83,6 +77,12 @@ class Dispatch {
 
   constructor(private readonly options: DispatchOptions) {
     this.log = options.logger.withTag("dispatch");
+    this.link = new ReplyLink({
+      taskQueues: scenarioQueues(options.config),
+      prefetch: 1000,
+      onReply: (channel, msg) => this.onReply(channel, msg),
+      logger: this.log,
+    });
   }
 
   async run(): Promise<DispatchReport> {
@@ -109,19 +109,7 @@ class Dispatch {
 
   /** Runs on every (re)connect: reply queue, reply consumer, and any unconfirmed publishes. */
   private async openChannel(model: ChannelModel): Promise<void> {
-    const opened = await openReplyChannel(model, {
-      replyQueue: this.replyQueue,
-      taskQueues: scenarioQueues(this.options.config),
-      prefetch: 1000,
-      onReply: (channel, msg) => this.onReply(channel, msg),
-      onClose: (channel) => {
-        if (this.channel === channel) this.channel = undefined;
-      },
-      logger: this.log,
-    });
-    this.channel = opened.channel;
-    this.declared = opened.queues;
-
+    await this.link.open(model);
     for (const entry of this.pending.values()) {
       if (!entry.confirmed) this.publish(entry);
     }
@@ -135,7 +123,7 @@ class Dispatch {
       queues,
       waitMs,
       this.options.signal,
-      this.declared,
+      this.link.queues,
     );
 
     const found = states.reduce((sum, s) => sum + s.consumers, 0);
@@ -161,7 +149,7 @@ class Dispatch {
           name: entry.task,
           args: entry.args,
           kwargs: entry.kwargs,
-          replyTo: this.replyQueue,
+          replyTo: this.link.queue,
           extraHeaders: { [WANT_RUN_INFO]: true },
         });
         const record: TaskRecord = {
@@ -182,7 +170,7 @@ class Dispatch {
   }
 
   private publish(entry: Pending): Promise<void> {
-    const channel = this.channel;
+    const channel = this.link.channel;
     if (!channel) return Promise.resolve();
 
     const encoded = encodeTask(entry.task);
@@ -217,6 +205,7 @@ class Dispatch {
 
     for (const entry of entries) entry.record.sentAt = Date.now();
     await Promise.all(entries.map((entry) => this.publish(entry)));
+    await this.link.ready();
     for (const entry of entries)
       print(`${recordLabel(entry.record)} sent with ID: ${entry.task.id}`);
     print("Waiting for results...");
@@ -276,7 +265,7 @@ class Dispatch {
       reply = decodeResult(msg);
     } catch (err) {
       if (!(err instanceof ProtocolError)) throw err;
-      this.log.warn(`ignored a malformed reply on ${this.replyQueue}: ${err.message}`);
+      this.log.warn(`ignored a malformed reply on ${this.link.queue}: ${err.message}`);
       return;
     }
 
@@ -296,7 +285,7 @@ class Dispatch {
   }
 
   private async cleanup(): Promise<void> {
-    await removeReplyQueue(this.channel, this.replyQueue, this.log);
+    await this.link.remove();
     await this.broker?.close();
   }
 }

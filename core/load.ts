@@ -9,9 +9,7 @@ import type { ChannelModel, ConfirmChannel, ConsumeMessage } from "amqplib";
 import {
   connectBroker,
   inspectQueues,
-  openReplyChannel,
-  removeReplyQueue,
-  replyQueueName,
+  ReplyLink,
   waitForWorkers,
   type Broker,
   type BrokerUrl,
@@ -82,10 +80,7 @@ export interface LoadReport {
 
 class LoadTest {
   private broker?: Broker;
-  private channel?: ConfirmChannel;
-  private readonly replyQueue = replyQueueName();
-  /** Task queue states from the latest declaration (consumers, ready messages). */
-  private declared?: QueueState[];
+  private readonly link: ReplyLink;
   private readonly prefix = crypto.randomUUID().slice(0, 24);
   private readonly names: string[];
   private readonly sentAt = new Map<number, number>();
@@ -113,6 +108,17 @@ class LoadTest {
       );
     }
     this.names = options.only ? [options.only] : routed;
+    this.link = new ReplyLink({
+      taskQueues: this.queues,
+      prefetch: 5000,
+      onReply: (channel, msg) => this.onReply(channel, msg),
+      logger: this.log,
+    });
+  }
+
+  /** The queues the loaded task types are routed to. */
+  private get queues(): string[] {
+    return [...new Set(this.names.map((n) => this.options.config.routing[n]!))];
   }
 
   private get done(): number {
@@ -140,20 +146,22 @@ class LoadTest {
     });
 
     try {
-      const queues = [...new Set(this.names.map((n) => options.config.routing[n]!))];
+      const queues = this.queues;
       const start = await waitForWorkers(
         this.broker.model,
         queues,
         options.workerWait * 1000,
         options.signal,
-        this.declared,
+        this.link.queues,
       );
       startupFinished();
       const began = performance.now();
       this.timeline = new Timeline(began);
 
       const timer = this.startProgress(began);
-      const outcome = await this.sendAll(began).then(() => this.waitForResults());
+      const outcome = await this.sendAll(began)
+        .then(() => this.link.ready())
+        .then(() => this.waitForResults());
       clearInterval(timer);
       this.reportProgress(began);
       this.flushAcks();
@@ -168,18 +176,7 @@ class LoadTest {
 
   /** Runs on every (re)connect; resends what the broker never confirmed. */
   private async openChannel(model: ChannelModel): Promise<void> {
-    const opened = await openReplyChannel(model, {
-      replyQueue: this.replyQueue,
-      taskQueues: [...new Set(this.names.map((n) => this.options.config.routing[n]!))],
-      prefetch: 5000,
-      onReply: (channel, msg) => this.onReply(channel, msg),
-      onClose: (channel) => {
-        if (this.channel === channel) this.channel = undefined;
-      },
-      logger: this.log,
-    });
-    this.channel = opened.channel;
-    this.declared = opened.queues;
+    await this.link.open(model);
     this.unacked = undefined;
     this.unackedCount = 0;
 
@@ -191,7 +188,7 @@ class LoadTest {
 
   /** Publishes task `seq`; returns false when the channel's buffer is full. */
   private publish(seq: number): boolean {
-    const channel = this.channel;
+    const channel = this.link.channel;
     if (!channel) return true;
 
     const name = this.names[seq % this.names.length]!;
@@ -200,7 +197,7 @@ class LoadTest {
       name,
       args: [],
       kwargs: {},
-      replyTo: this.replyQueue,
+      replyTo: this.link.queue,
     });
     const { content, options } = encodeTask(task);
     try {
@@ -245,7 +242,7 @@ class LoadTest {
 
   /** Waits for the channel's buffer to drain, or for the channel to go (a reconnect resends). */
   private drained(): Promise<void> {
-    const channel = this.channel;
+    const channel = this.link.channel;
     if (!channel) return Bun.sleep(10);
     return new Promise((resolve) => {
       const done = () => {
@@ -324,7 +321,7 @@ class LoadTest {
 
   /** Acks replies in batches (multiple=true); a reply that is lost unacked is redelivered. */
   private ackLater(channel: ConfirmChannel, msg: ConsumeMessage): void {
-    if (channel !== this.channel) return;
+    if (channel !== this.link.channel) return;
     this.unacked = msg;
     this.unackedCount++;
     if (this.unackedCount >= ACK_BATCH) this.flushAcks();
@@ -337,9 +334,10 @@ class LoadTest {
     const msg = this.unacked;
     this.unacked = undefined;
     this.unackedCount = 0;
-    if (!msg || !this.channel) return;
+    const channel = this.link.channel;
+    if (!msg || !channel) return;
     try {
-      this.channel.ack(msg, true);
+      channel.ack(msg, true);
     } catch (err) {
       // The channel closed: the broker requeues these replies and delivers them again.
       this.log.debug(`reply acks dropped with the channel: ${(err as Error).message}`);
@@ -415,7 +413,7 @@ class LoadTest {
   }
 
   private async cleanup(): Promise<void> {
-    await removeReplyQueue(this.channel, this.replyQueue, this.log);
+    await this.link.remove();
     await this.broker?.close();
   }
 }

@@ -2,7 +2,7 @@
  * Logging: consola writing to stderr, either for people or as one JSON object per line.
  * Every line passes through `maskSecrets`, so a broker password never reaches a log.
  */
-import { createConsola, type ConsolaInstance, type ConsolaReporter, type LogObject } from "consola";
+import { createConsola, type ConsolaInstance, type ConsolaReporter, type LogObject } from "consola/core";
 
 export type Logger = ConsolaInstance;
 
