@@ -1,7 +1,8 @@
 /**
  * Seeded random mutations of valid configs, fed to parseConfig in-process. Whatever the text, it
  * must return a config or throw ConfigError, every problem must start with `fuzz.yml:<line>: `,
- * and each case must finish quickly.
+ * and each case must finish quickly. Wherever the plain-YAML fast path reads a text, it must
+ * read exactly what the YAML library reads, from a text the library reads without complaint.
  *
  *   bun test core/config.fuzz.test.ts                        # the fixed default seed
  *   DTEST_FUZZ_SEED=123 DTEST_FUZZ_CASES=20000 bun test core/config.fuzz.test.ts
@@ -11,9 +12,11 @@
 import { describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
+import { parseDocument } from "yaml";
 
 import { parseConfig, type DtestConfig } from "./config.ts";
 import { ConfigError } from "./errors.ts";
+import { readPlainYaml } from "./plain-yaml.ts";
 
 const SEED_CONFIG = readFileSync(join(import.meta.dir, "..", "test-config.yml"), "utf8");
 
@@ -342,10 +345,27 @@ const MUTATION_NAMES = Object.keys(MUTATIONS);
 interface Outcome {
   kind: "config" | "config-error";
   ms: number;
+  plain: boolean;
+}
+
+/** Where the fast path reads a text, why its reading differs from the YAML library's, if it does. */
+function plainViolation(text: string, plain: unknown): string | undefined {
+  const doc = parseDocument(text, { uniqueKeys: true });
+  const trouble = doc.errors[0] ?? doc.warnings[0];
+  if (trouble) return `the fast path read text the YAML library flags: ${trouble.message}`;
+
+  const full = doc.toJS();
+  if (Bun.deepEquals(plain, full, true)) return undefined;
+  const show = (value: unknown) => JSON.stringify(value)?.slice(0, 300);
+  return `the fast path read ${show(plain)} where the YAML library reads ${show(full)}`;
 }
 
 /** Checks one parse against the loader's contract; returns why it broke it, or nothing. */
 function violation(text: string): { broken?: string; outcome?: Outcome } {
+  const plain = readPlainYaml(text);
+  const misread = plain === undefined ? undefined : plainViolation(text, plain);
+  if (misread !== undefined) return { broken: misread };
+
   const started = performance.now();
   let config: DtestConfig | undefined;
   let error: unknown;
@@ -376,10 +396,11 @@ function violation(text: string): { broken?: string; outcome?: Outcome } {
       return { broken: `problem without a valid fuzz.yml:<line>: prefix: ${bad.slice(0, 200)}` };
     }
     if (error.exitCode !== 2) return { broken: `ConfigError exit code ${error.exitCode}` };
-    return { outcome: { kind: "config-error", ms } };
+    return { outcome: { kind: "config-error", ms, plain: plain !== undefined } };
   }
 
-  return configViolation(config!, located) ?? { outcome: { kind: "config", ms } };
+  const outcome: Outcome = { kind: "config", ms, plain: plain !== undefined };
+  return configViolation(config!, located) ?? { outcome };
 }
 
 /** A config that loaded must be one the dispatcher and workers can use as it is. */
@@ -419,7 +440,7 @@ interface Failure {
 function fuzz(base: string, seed: number, cases: number) {
   const r = new Random(seed);
   const failures: Failure[] = [];
-  const counts = { config: 0, "config-error": 0 };
+  const counts = { config: 0, "config-error": 0, plain: 0 };
   let slowest = 0;
 
   for (let i = 0; i < cases; i++) {
@@ -430,6 +451,7 @@ function fuzz(base: string, seed: number, cases: number) {
     if (broken !== undefined) failures.push({ seed, case: i, mutations, broken, text });
     if (outcome) {
       counts[outcome.kind]++;
+      if (outcome.plain) counts.plain++;
       slowest = Math.max(slowest, outcome.ms);
     }
   }
@@ -441,6 +463,7 @@ function report(label: string, seed: number, result: ReturnType<typeof fuzz>, ms
   console.log(
     `config fuzz (${label}): seed ${seed}, ${CASES} cases in ${ms.toFixed(0)} ms, ` +
       `${counts.config} loaded, ${counts["config-error"]} refused, ` +
+      `${counts.plain} read by the plain-YAML fast path, ` +
       `slowest ${slowest.toFixed(1)} ms, ` +
       `${failures.length} broken (replay with DTEST_FUZZ_SEED=${seed})`,
   );
@@ -461,6 +484,8 @@ describe("config loading under random mutation", () => {
     // Both outcomes must occur, or the mutations are too weak (or too strong) to test anything.
     expect(result.counts.config).toBeGreaterThan(0);
     expect(result.counts["config-error"]).toBeGreaterThan(0);
+    // Many mutations of a plain file stay plain: the fast path must be compared, not skipped.
+    expect(result.counts.plain).toBeGreaterThan(CASES / 10);
   }, 60_000);
 
   test("mutations of a config using every section load or fail with located problems", () => {

@@ -18,6 +18,7 @@ import {
 } from "yaml";
 
 import { ConfigError } from "./errors.ts";
+import { readPlainYaml } from "./plain-yaml.ts";
 import { shortTaskName } from "./protocol.ts";
 
 export const DEFAULT_CONFIG_FILE = "test-config.yml";
@@ -203,6 +204,18 @@ function typeName(value: unknown): string {
   return `a ${typeof value}`;
 }
 
+/** The YAML a config was composed from, for locating what the checks find. */
+interface Source {
+  doc: Document;
+  lines: LineCounter;
+}
+
+/**
+ * Thrown by a Checker that has no Source when it is asked for a line: the config was read by
+ * the plain-YAML fast path, and anything worth saying about it is worth a full parse to locate.
+ */
+const NEEDS_SOURCE = Symbol("needs the YAML source to locate a problem");
+
 /** Collects located problems while walking the parsed document. */
 class Checker {
   readonly problems: string[] = [];
@@ -213,13 +226,13 @@ class Checker {
 
   constructor(
     readonly file: string,
-    private readonly doc: Document,
-    private readonly lines: LineCounter,
+    private readonly source?: Source,
   ) {}
 
   /** The line of the key (or list item) a path names, else of its nearest ancestor; 1 when none. */
   line(path: Path): number {
-    let node: unknown = this.doc.contents;
+    if (!this.source) throw NEEDS_SOURCE;
+    let node: unknown = this.source.doc.contents;
     let offset = 0;
 
     for (const step of path) {
@@ -240,7 +253,8 @@ class Checker {
   }
 
   lineAt(offset: number): number {
-    return this.lines.linePos(offset).line;
+    if (!this.source) throw NEEDS_SOURCE;
+    return this.source.lines.linePos(offset).line;
   }
 
   private pairOf(map: YAMLMap, key: string): Pair | undefined {
@@ -899,9 +913,19 @@ function checkUniqueKeys(c: Checker, map: YAMLMap, path: Path): void {
 
 /** Parses and validates config text; throws ConfigError listing every problem found. */
 export function parseConfig(text: string, file = DEFAULT_CONFIG_FILE): DtestConfig {
+  const plain = readPlainYaml(text);
+  if (plain !== undefined) {
+    try {
+      return readConfig(new Checker(file), plain);
+    } catch (err) {
+      // A problem or a warning: parse again in full, to say on which line.
+      if (err !== NEEDS_SOURCE) throw err;
+    }
+  }
+
   const lines = new LineCounter();
   const doc = composeYaml(text, file, lines);
-  const c = new Checker(file, doc, lines);
+  const c = new Checker(file, { doc, lines });
 
   checkNodes(c, doc);
   if (c.problems.length > 0) throw new ConfigError(file, c.sorted(), "fix each line listed above");
@@ -926,13 +950,16 @@ export function parseConfig(text: string, file = DEFAULT_CONFIG_FILE): DtestConf
     );
     throw new ConfigError(file, c.problems);
   }
+  return readConfig(c, raw as Record<string, unknown>);
+}
 
-  const top = raw as Record<string, unknown>;
+/** The sections of a config's top-level mapping, checked; throws ConfigError on any problem. */
+function readConfig(c: Checker, top: Record<string, unknown>): DtestConfig {
   c.unknownKeys([], top, SECTIONS[""]!);
 
   const routing = readRouting(c, top.task_routing);
   const config: DtestConfig = {
-    file,
+    file: c.file,
     system: readSystem(c, top.system, routing),
     scenario: readScenario(c, top.test_scenario, routing),
     rabbitmq: readBroker(c, top.rabbitmq),
@@ -942,7 +969,9 @@ export function parseConfig(text: string, file = DEFAULT_CONFIG_FILE): DtestConf
     warnings: c.warnings,
   };
 
-  if (c.problems.length > 0) throw new ConfigError(file, c.sorted(), "fix each line listed above");
+  if (c.problems.length > 0) {
+    throw new ConfigError(c.file, c.sorted(), "fix each line listed above");
+  }
   return config;
 }
 
