@@ -7,6 +7,7 @@ import {
   decodeTask,
   encodeResult,
   encodeTask,
+  newTask,
   ProtocolError,
   retryOf,
   shortTaskName,
@@ -117,14 +118,21 @@ describe("encoding for Celery", () => {
     const decoded = decodeTask(asDelivered(captured));
     const { content, options } = encodeTask(decoded);
 
-    expect(JSON.parse(content.toString())).toEqual(captured.body);
+    // An embed of four nulls goes as {}, which a Celery worker reads the same way.
+    const [args, kwargs, embed] = captured.body;
+    expect(Object.values(embed).every((v) => v === null)).toBe(true);
+    expect(JSON.parse(content.toString())).toEqual([args, kwargs, {}]);
+    expect(decodeTask({ content, properties: options }).embed).toEqual(decoded.embed);
     expect(options).toMatchObject({
       contentType: "application/json",
       contentEncoding: "utf-8",
       deliveryMode: 2,
-      correlationId: decoded.id,
       replyTo: decoded.replyTo,
     });
+    // The correlation id restates the task id, which is what a Celery worker falls back to.
+    expect(captured.properties.correlation_id).toBe(decoded.id);
+    expect(options.correlationId).toBeUndefined();
+    expect(encodeTask({ ...decoded, correlationId: "other" }).options.correlationId).toBe("other");
     // Celery's headers, less those restating a Celery worker's default for a missing one.
     const headers = options.headers;
     const restated = ["shadow", "eta", "expires", "group", "group_index", "parent_id"];
@@ -171,6 +179,14 @@ describe("encoding for Celery", () => {
       d: 1.5,
       e: "7",
     });
+  });
+
+  test("a task with a canvas sends its whole embed", () => {
+    const next = { task: "celery_app.task_b", args: [1], options: { task_id: "b" } };
+    const task = newTask({ name: "t", args: [], kwargs: {}, replyTo: "r" });
+    const chained = { ...task, embed: { ...task.embed, chain: [next] } };
+    const body = JSON.parse(encodeTask(chained).content.toString());
+    expect(body[2]).toEqual({ callbacks: null, errbacks: null, chain: [next], chord: null });
   });
 
   test("a retry keeps id and reply queue, adds one to retries, sets eta and parent like Celery", () => {

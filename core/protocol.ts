@@ -82,7 +82,7 @@ export interface Encoded {
     contentEncoding: string;
     deliveryMode: number;
     priority: number;
-    correlationId: string;
+    correlationId?: string;
     replyTo?: string;
     headers: Record<string, unknown>;
   };
@@ -214,20 +214,29 @@ export function encodeTask(task: TaskMessage): Encoded {
     headers.timelimit = tagIntegers(task.timelimit);
   if (task.parentId) headers.parent_id = task.parentId;
   if (task.ignoreResult) headers.ignore_result = true;
-  const embed = task.embed;
 
   return {
-    content: Buffer.from(JSON.stringify([task.args, task.kwargs, embed])),
+    content: Buffer.from(JSON.stringify([task.args, task.kwargs, embedOf(task.embed)])),
     options: {
       contentType: CONTENT_TYPE,
       contentEncoding: CONTENT_ENCODING,
       deliveryMode: 2,
       priority: task.priority,
-      correlationId: task.correlationId,
+      // A Celery worker answers with the task id when correlation_id is absent (rpc backend).
+      correlationId: task.correlationId === task.id ? undefined : task.correlationId,
       replyTo: task.replyTo || undefined,
       headers,
     },
   };
+}
+
+/**
+ * The embed as sent: `{}` when the task has no canvas, which a Celery worker reads as four
+ * nulls. It is most of a no-op task's body, and every byte is one the broker handles twice.
+ */
+function embedOf(embed: Embed): Partial<Embed> {
+  const { callbacks, errbacks, chain, chord } = embed;
+  return callbacks || errbacks || chain || chord ? embed : {};
 }
 
 /** The message Celery publishes for `self.retry(countdown)`: same id, retries+1, an eta. */
