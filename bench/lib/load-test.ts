@@ -24,6 +24,8 @@ export interface LoadTestRun {
   dispatcherRssMb: number;
   /** Largest VmRSS of any worker during the run, MB. */
   workerRssMb: number;
+  /** CPU time of the load-test process, ms. */
+  clientCpuMs: number;
   /** Most tasks seen waiting in the queue at once, when asked to watch. */
   peakQueued?: number;
 }
@@ -118,6 +120,7 @@ export async function runLoadTest(
     workerRssMb: workerRss?.stop().maxRssMb ?? Number.NaN,
   };
   const code = await child.exit();
+  const clientCpuMs = child.cpuMs() ?? Number.NaN;
 
   // A run with failed or lost tasks still writes its report (and exits non-zero); the counts
   // are part of what the bench shows, so only a missing or malformed report stops it.
@@ -127,7 +130,7 @@ export async function runLoadTest(
     const command = argv.join(" ");
     throw new Error(`${command} exited with ${code} and wrote no version 1 report:\n${output}`);
   }
-  return { report, exitCode: code, wallMs, peakQueued, ...memory };
+  return { report, exitCode: code, wallMs, peakQueued, clientCpuMs, ...memory };
 }
 
 /** Polls a queue's ready count every 200 ms; `stop()` returns the largest seen. */

@@ -34,7 +34,17 @@ function processTicks(pid: number | "self", withChildren: boolean): number {
   return withChildren ? own + fields[13]! + fields[14]! : own;
 }
 
-function brokerPids(): number[] {
+/** Clock ticks per second in /proc: USER_HZ, fixed at 100 by Linux's ABI on every platform. */
+const TICKS_PER_SECOND = 100;
+
+/** CPU time of `pids` so far (own, not children), ms; a process that is gone counts 0. */
+export function cpuMs(pids: number[]): number {
+  const ticks = pids.reduce((sum, pid) => sum + processTicks(pid, false), 0);
+  return (ticks * 1000) / TICKS_PER_SECOND;
+}
+
+/** The pids of RabbitMQ's Erlang VM on this machine. */
+export function brokerPids(): number[] {
   const pids: number[] = [];
   for (const entry of readdirSync("/proc")) {
     if (!/^\d+$/.test(entry)) continue;

@@ -65,6 +65,12 @@ export class Child {
     return code;
   }
 
+  /** CPU time the process used, user and system, ms; undefined until it has exited. */
+  cpuMs(): number | undefined {
+    const usage = this.proc.resourceUsage();
+    return usage ? Number(usage.cpuTime.total) / 1000 : undefined;
+  }
+
   /** SIGTERM, then SIGKILL if it is still there after `graceMs`. */
   async stop(graceMs = 10_000): Promise<void> {
     if (this.proc.exitCode !== null || this.proc.signalCode !== null) return this.drainOnly();
@@ -98,15 +104,20 @@ export interface Finished {
   stderr: string;
   /** Spawn to exit, ms. */
   wallMs: number;
+  /** CPU time of the process, user and system, ms. */
+  cpuMs?: number;
 }
 
 /** Runs `argv` to completion and times it from spawn to exit. */
-export async function runTimed(argv: string[], env: Record<string, string> = {}) {
+export async function runTimed(
+  argv: string[],
+  env: Record<string, string> = {},
+): Promise<Finished> {
   const child = spawnChild(argv, env);
   await child.proc.exited;
   const wallMs = performance.now() - child.startedAt;
   const code = await child.exit();
-  return { code, stdout: child.stdout, stderr: child.stderr, wallMs };
+  return { code, stdout: child.stdout, stderr: child.stderr, wallMs, cpuMs: child.cpuMs() };
 }
 
 /** Reads one `kB` field of /proc/<pid>/status in MB; undefined once the process is gone. */

@@ -22,6 +22,8 @@ export interface FloorRound {
   rate: number;
   publish_confirmed_ms: number;
   latency_ms: LatencySummary;
+  /** CPU time of the client process, ms. */
+  client_cpu_ms: number;
 }
 
 export interface FloorSession {
@@ -105,7 +107,7 @@ async function clientRound(run: ClientRun): Promise<FloorRound> {
     String(run.n),
   ];
   if (run.rate !== undefined) argv.push("--rate", String(run.rate));
-  const { code, stdout, stderr } = await runTimed(argv);
+  const { code, stdout, stderr, cpuMs } = await runTimed(argv);
   if (code !== 0) throw new Error(`floor client exited with ${code}:\n${stderr.slice(-2000)}`);
-  return JSON.parse(stdout) as FloorRound;
+  return { ...(JSON.parse(stdout) as FloorRound), client_cpu_ms: cpuMs ?? Number.NaN };
 }

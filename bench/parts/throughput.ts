@@ -5,7 +5,8 @@
 import type { Context } from "../lib/context.ts";
 import { runLoadTest, unsound, type Fleet, type LoadTestRun } from "../lib/load-test.ts";
 import type { Pools } from "../lib/pools.ts";
-import { sampleRss } from "../lib/proc.ts";
+import { brokerPids, cpuMs } from "../lib/machine.ts";
+import { sampleRss, type Child } from "../lib/proc.ts";
 import { figure, show, type Figure } from "../lib/report.ts";
 import { median } from "../lib/stats.ts";
 import type { FloorRound, FloorSession } from "./floor.ts";
@@ -25,7 +26,9 @@ export async function measureThroughput(ctx: Context, plan: ThroughputPlan): Pro
   const rounds = await interleave(ctx, floor, fleet);
   return [
     ...(floor ? [floorFigure(ctx, rounds.floor), echoRssFigure(ctx, rounds.echoRssMb)] : []),
+    ...(floor ? [cpuFigure("floor", rounds.floorCpu)] : []),
     ...(noop ? noopFigures(ctx, rounds.noop) : []),
+    ...(noop ? [cpuFigure("dtest", rounds.noopCpu)] : []),
     ...(floor && noop ? [ratioFigure(rounds.floor, rounds.noop)] : []),
   ];
 }
@@ -35,15 +38,62 @@ interface Rounds {
   noop: LoadTestRun[];
   /** Largest VmRSS of the echo workers in each floor round, MB: a Bun + amqplib baseline. */
   echoRssMb: number[];
+  floorCpu: CpuSplit[];
+  noopCpu: CpuSplit[];
 }
 
-async function sampledFloorRound(floor: FloorSession, n: number, rssMb: number[]) {
+/** CPU time per round trip of one round, µs, by who spent it. */
+interface CpuSplit {
+  broker: number;
+  workers: number;
+  client: number;
+}
+
+/** Counts the broker's and the workers' CPU time while `round` runs; the client's comes back. */
+async function withCpu<T>(
+  workers: Child[],
+  n: number,
+  round: () => Promise<T>,
+  clientMs: (result: T) => number,
+): Promise<{ result: T; cpu: CpuSplit }> {
+  const brokers = brokerPids();
+  const pids = workers.map((w) => w.pid);
+  const before = { broker: cpuMs(brokers), workers: cpuMs(pids) };
+  const result = await round();
+  const perTrip = (ms: number) => (ms * 1000) / n;
+  const cpu = {
+    broker: perTrip(cpuMs(brokers) - before.broker),
+    workers: perTrip(cpuMs(pids) - before.workers),
+    client: perTrip(clientMs(result)),
+  };
+  return { result, cpu };
+}
+
+async function floorRound(floor: FloorSession, n: number, rounds: Rounds) {
   const sampler = sampleRss(() => floor.workers.map((w) => w.pid));
   try {
-    return await floor.round(n);
+    const measured = await withCpu(
+      floor.workers,
+      n,
+      () => floor.round(n),
+      (r) => r.client_cpu_ms,
+    );
+    rounds.floorCpu.push(measured.cpu);
+    return measured.result;
   } finally {
-    rssMb.push(sampler.stop().maxRssMb);
+    rounds.echoRssMb.push(sampler.stop().maxRssMb);
   }
+}
+
+async function noopRound(ctx: Context, fleet: Fleet, n: number, label: string, rounds: Rounds) {
+  const measured = await withCpu(
+    fleet.workers,
+    n,
+    () => runLoadTest(ctx, fleet, { tasks: n, label }),
+    (r) => r.clientCpuMs,
+  );
+  rounds.noopCpu.push(measured.cpu);
+  return measured.result;
 }
 
 async function interleave(
@@ -57,10 +107,10 @@ async function interleave(
   await floor?.round(warmup);
   if (fleet) await runLoadTest(ctx, fleet, { tasks: warmup, label: "noop-warmup" });
 
-  const result: Rounds = { floor: [], noop: [], echoRssMb: [] };
+  const result: Rounds = { floor: [], noop: [], echoRssMb: [], floorCpu: [], noopCpu: [] };
   for (let r = 0; r < rounds; r++) {
-    if (floor) result.floor.push(await sampledFloorRound(floor, n, result.echoRssMb));
-    if (fleet) result.noop.push(await runLoadTest(ctx, fleet, { tasks: n, label: `noop-${r}` }));
+    if (floor) result.floor.push(await floorRound(floor, n, result));
+    if (fleet) result.noop.push(await noopRound(ctx, fleet, n, `noop-${r}`, result));
     const parts = [
       floor ? `floor ${show(result.floor.at(-1)!.rate)}/s` : "",
       fleet ? `dtest ${show(result.noop.at(-1)!.report.throughput_per_second)}/s` : "",
@@ -133,6 +183,22 @@ function noopFigures(ctx: Context, rounds: LoadTestRun[]): Figure[] {
       data: { per_round_mb: worst },
     }),
   ];
+}
+
+/** Median CPU per round trip, split by process; the broker's share is what a 2-core run is short of. */
+function cpuFigure(side: "floor" | "dtest", rounds: CpuSplit[]): Figure {
+  const part = (key: keyof CpuSplit) => median(rounds.map((r) => r[key]));
+  const split = { broker: part("broker"), workers: part("workers"), client: part("client") };
+  return figure({
+    id: `${side}_cpu_us_per_trip`,
+    label: `CPU per round trip, ${side}`,
+    value: split.broker + split.workers + split.client,
+    unit: "µs",
+    detail:
+      `median of the rounds: RabbitMQ ${show(split.broker)} µs, workers ${show(split.workers)}` +
+      ` µs, client ${show(split.client)} µs (/proc and the client's own usage)`,
+    data: { rounds, median: split },
+  });
 }
 
 function ratioFigure(floor: FloorRound[], noop: LoadTestRun[]): Figure {
