@@ -3,9 +3,19 @@ import { defineCommand } from "citty";
 
 import { resolveBrokerUrl } from "../core/broker.ts";
 import { loadConfig } from "../core/config.ts";
-import { renderLoadHtml } from "../core/load-report.ts";
+import { renderLoadPicture } from "../core/load-report.ts";
 import { renderLoadReport, runLoadTest, type LoadProgress } from "../core/load.ts";
-import { checkFlags, guard, parseCount, parseSeconds, sharedArgs, startRun } from "./shared.ts";
+import {
+  checkFlags,
+  guard,
+  parseCount,
+  parsePositive,
+  parseSeconds,
+  sharedArgs,
+  startRun,
+} from "./shared.ts";
+
+const RATE = { unit: "tasks per second", example: 100 };
 
 const args = {
   ...sharedArgs,
@@ -27,7 +37,7 @@ const args = {
   json: { type: "string", description: "Write the figures as JSON to this file" },
   report: {
     type: "string",
-    description: "Write a self-contained HTML page with the charts to this file",
+    description: "Write the charts to this file: one SVG image if it ends in .svg, else HTML",
   },
 } as const;
 
@@ -60,7 +70,8 @@ export default defineCommand({
       checkFlags(rawArgs, args);
       const config = await loadConfig(values.config);
       const perType = parseCount("tasks", values.tasks, 20);
-      const rate = values.rate === undefined ? undefined : parseSeconds("rate", values.rate, 1);
+      const rate =
+        values.rate === undefined ? undefined : parsePositive("rate", values.rate, 1, RATE);
       const duration =
         values.duration === undefined ? undefined : parseSeconds("duration", values.duration, 1);
       const timeout = parseSeconds("timeout", values.timeout, 300);
@@ -90,11 +101,10 @@ export default defineCommand({
 
       process.stdout.write(`${renderLoadReport(report).join("\n")}\n`);
       if (values.json) await Bun.write(values.json, `${JSON.stringify(report, null, 2)}\n`);
-      if (values.report)
-        await Bun.write(
-          values.report,
-          renderLoadHtml(report, `dtest load test: ${config.scenario.description}`),
-        );
+      if (values.report) {
+        const title = `dtest load test: ${config.scenario.description}`;
+        await Bun.write(values.report, renderLoadPicture(report, title, values.report));
+      }
       return report.exit_code;
     }),
 });

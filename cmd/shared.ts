@@ -106,18 +106,30 @@ export function parseCount(
   return n;
 }
 
-/** Parses a duration in seconds; throws UsageError naming the flag. */
-export function parseSeconds(flag: string, value: string | undefined, fallback: number): number {
+/** Parses a number > 0 in `unit`; throws UsageError naming the flag, the unit and an example. */
+export function parsePositive(
+  flag: string,
+  value: string | undefined,
+  fallback: number,
+  measure: { unit: string; example: number },
+): number {
   if (value === undefined || value === "") return fallback;
 
   const n = Number(value);
   if (!Number.isFinite(n) || n <= 0) {
     throw new UsageError(
-      `--${flag} must be a number of seconds > 0 (got "${value}")`,
-      `pass e.g. --${flag} 30`,
+      `--${flag} must be a number of ${measure.unit} > 0 (got "${value}")`,
+      `pass e.g. --${flag} ${measure.example}`,
     );
   }
   return n;
+}
+
+const SECONDS = { unit: "seconds", example: 30 };
+
+/** Parses a duration in seconds; throws UsageError naming the flag. */
+export function parseSeconds(flag: string, value: string | undefined, fallback: number): number {
+  return parsePositive(flag, value, fallback, SECONDS);
 }
 
 /** How to start this program again: the compiled binary alone, or bun with the entry script. */

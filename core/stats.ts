@@ -30,10 +30,14 @@ export class Histogram {
     this.max = Math.max(this.max, value);
   }
 
-  /** The value below which `p` (0-100) percent of samples fall; 0 when empty. */
+  /**
+   * The value below which `p` (0-100) percent of samples fall, within 1 %; the largest sample
+   * itself for the top rank, and 0 when empty.
+   */
   percentile(p: number): number {
     if (this.count === 0) return 0;
     const rank = Math.max(1, Math.ceil((p / 100) * this.count));
+    if (rank >= this.count) return this.max;
     let seen = 0;
 
     for (let i = 0; i < BUCKETS; i++) {

@@ -186,7 +186,7 @@ tasks:
   test.each([
     [["load-test", "--tasks", "0"], "--tasks must be a whole number ≥ 1"],
     [["load-test", "--tasks", "-3"], "--tasks must be a whole number ≥ 1"],
-    [["load-test", "--rate", "fast"], "--rate must be a number of seconds > 0"],
+    [["load-test", "--rate", "fast"], "--rate must be a number of tasks per second > 0"],
     [["load-test", "--task", "nope", "--wait-workers", "0.1"], "--task nope is not routed"],
   ])("usage error %p exits 2", async (args, message) => {
     const result = await run(args);

@@ -1,8 +1,9 @@
 /**
  * The reports `dtest dispatch` writes for CI (JSON, JUnit XML, Markdown, HTML), the history of
- * runs and `dtest report diff`, against the real broker and the compiled binary. The JUnit XML
- * is checked with xmllint against test/fixtures/junit/junit.xsd, and the HTML page is rendered
- * by a real headless Chromium.
+ * runs and `dtest report diff`, and the SVG picture of `dtest load-test --report`, against the
+ * real broker and the compiled binary. The JUnit XML is checked with xmllint against
+ * test/fixtures/junit/junit.xsd; the HTML page and the SVG are rendered by a real headless
+ * Chromium.
  */
 import { beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
@@ -349,6 +350,46 @@ tasks:
     expect(seen.size).toBeGreaterThan(20);
     expect(seen.get("22,163,74") ?? 0).toBeGreaterThan(200); // pass bars, #16a34a
     expect(seen.get("220,38,38") ?? 0).toBeGreaterThan(0); // the failed bar, #dc2626
+  });
+});
+
+describe("the load-test picture", () => {
+  test("--report FILE.svg is one well-formed SVG that Chromium draws with both charts", async () => {
+    const qa = queue("pic");
+    const dir = tempDir();
+    const yaml = `task_routing:\n  ping: ${qa}\ntasks:\n  ping: { kind: noop }\n`;
+    const file = writeConfig(dir, yaml);
+    const worker = await startWorker(qa, file);
+    const svg = join(dir, "load.svg");
+    try {
+      const result = await run(["load-test", "--config", file, "--tasks", "300", "--report", svg]);
+      expect(result.code).toBe(0);
+    } finally {
+      await stopAll([worker]);
+    }
+
+    const text = readFileSync(svg, "utf8");
+    expect(text).toStartWith('<?xml version="1.0" encoding="utf-8"?>\n<svg ');
+    expect(text.match(/<svg /g)).toHaveLength(3);
+    expect(text).toContain("sent 300, succeeded 300");
+    expect(text).not.toMatch(/<script|href=/);
+    const xmllintBin = tool("xmllint", "XMLLINT", "apt-get install libxml2-utils");
+    const lint = await exec([xmllintBin, "--noout", svg]);
+    expect(lint.stderr).toBe("");
+    expect(lint.code).toBe(0);
+
+    const png = join(dir, "load.png");
+    await chromium(svg, [`--screenshot=${png}`, "--window-size=760,900"]);
+    const image = decodePng(new Uint8Array(readFileSync(png)));
+    const seen = new Map<string, number>();
+    for (let y = 0; y < image.height; y++) {
+      for (let x = 0; x < image.width; x++) {
+        const key = image.pixel(x, y).join(",");
+        seen.set(key, (seen.get(key) ?? 0) + 1);
+      }
+    }
+    expect(seen.get("59,130,246") ?? 0).toBeGreaterThan(100); // histogram bars, #3b82f6
+    expect(seen.get("22,163,74") ?? 0).toBeGreaterThan(20); // throughput line, #16a34a
   });
 });
 
