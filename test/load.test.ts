@@ -85,6 +85,38 @@ tasks:
     }
   });
 
+  test("percentiles follow the tasks' real times: half take 50 ms, half 300 ms", async () => {
+    const { dir, file, qa } = setup(
+      (qa) => `
+task_routing:
+  quick: ${qa}
+  slow: ${qa}
+tasks:
+  quick: { kind: hello, duration: 0.05 }
+  slow: { kind: hello, duration: 0.3 }
+`,
+    );
+    const worker = await startWorker(qa, file, ["--concurrency", "40"]);
+
+    try {
+      const out = join(dir, "load.json");
+      const result = await run(["load-test", "--config", file, "--tasks", "20", "--json", out]);
+      expect(result.code).toBe(0);
+
+      const { latency_ms: l, execution_seconds: execution } = JSON.parse(readFileSync(out, "utf8"));
+      expect(l.p50).toBeGreaterThanOrEqual(50);
+      expect(l.p50).toBeLessThan(200);
+      expect(l.p95).toBeGreaterThanOrEqual(300);
+      expect(l.p95).toBeLessThan(600);
+      expect(l.max).toBeGreaterThanOrEqual(l.p99);
+      expect(l.mean).toBeGreaterThan(l.p50);
+      expect(execution.quick.mean).toBeCloseTo(0.05, 1);
+      expect(execution.slow.mean).toBeCloseTo(0.3, 1);
+    } finally {
+      await stopAll([worker]);
+    }
+  });
+
   test("--task loads one kind; failures exit 1 and are counted", async () => {
     const { file, qa } = setup(
       (qa) => `

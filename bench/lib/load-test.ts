@@ -81,6 +81,11 @@ export interface LoadTestArgs {
   sampleMemory?: boolean;
   /** Poll the task queue's depth, to show how many tasks were really waiting at once. */
   watchBacklog?: boolean;
+  /**
+   * Stop the workers (SIGSTOP) until every task is in the queue, so all of them are in flight
+   * at once; their consumers stay registered, so the load test still finds them.
+   */
+  holdWorkers?: boolean;
 }
 
 /** Runs one load test against `fleet`; throws when dtest fails or its report is incomplete. */
@@ -109,10 +114,18 @@ export async function runLoadTest(
   // Reading /proc every 25 ms costs a little CPU; latency runs skip it so it cannot add jitter.
   const sample = args.sampleMemory ?? true;
   const workerRss = sample ? sampleRss(() => fleet.workers.map((w) => w.pid)) : undefined;
-  const backlog = args.watchBacklog ? await watchBacklog(ctx.model, fleet.queue) : undefined;
+  const watch = args.watchBacklog || args.holdWorkers;
+  const backlog = watch ? await watchBacklog(ctx.model, fleet.queue) : undefined;
+  const hold = args.holdWorkers ? holdWorkers(fleet.workers) : undefined;
   const child = spawnChild(argv);
+  if (hold && backlog) {
+    // Its progress line (every 2 s off a terminal) says when the last task has been published;
+    // the broker may still be taking them in, so the queue must stop growing too.
+    const sentAll = child.waitForStderr(`, ${args.tasks} sent,`, 600_000);
+    void sentAll.then(() => backlog.settled()).finally(hold.release);
+  }
   const dispatcherRss = sample ? sampleRss(() => [child.pid]) : undefined;
-  await child.proc.exited;
+  await child.proc.exited.finally(() => hold?.release());
   const wallMs = performance.now() - child.startedAt;
   const peakQueued = await backlog?.stop();
   const memory = {
@@ -133,6 +146,19 @@ export async function runLoadTest(
   return { report, exitCode: code, wallMs, peakQueued, clientCpuMs, ...memory };
 }
 
+/** SIGSTOPs the workers now; `release()` (safe to call again) lets them go on. */
+function holdWorkers(workers: Child[]) {
+  for (const w of workers) process.kill(w.pid, "SIGSTOP");
+  let held = true;
+  return {
+    release() {
+      if (!held) return;
+      held = false;
+      for (const w of workers) process.kill(w.pid, "SIGCONT");
+    },
+  };
+}
+
 /** Polls a queue's ready count every 200 ms; `stop()` returns the largest seen. */
 async function watchBacklog(model: ChannelModel, queue: string) {
   const channel = await model.createChannel();
@@ -140,16 +166,29 @@ async function watchBacklog(model: ChannelModel, queue: string) {
     // A failed poll also rejects its checkQueue, which is handled below.
   });
   let peak = 0;
+  let latest = 0;
   let failure: Error | undefined;
   let polling = Promise.resolve();
   const poll = () => {
     polling = channel
       .checkQueue(queue)
-      .then((ok) => void (peak = Math.max(peak, ok.messageCount)))
+      .then((ok) => {
+        latest = ok.messageCount;
+        peak = Math.max(peak, latest);
+      })
       .catch((err: Error) => void (failure ??= err));
   };
   const timer = setInterval(poll, 200);
   return {
+    /** Resolves once two polls in a row saw the same count, or after 30 s. */
+    async settled(): Promise<void> {
+      const deadline = performance.now() + 30_000;
+      let seen = -1;
+      while (latest !== seen && performance.now() < deadline) {
+        seen = latest;
+        await Bun.sleep(450);
+      }
+    },
     async stop(): Promise<number> {
       clearInterval(timer);
       await polling;
