@@ -8,7 +8,7 @@
 import type { Context } from "../lib/context.ts";
 import { runLoadTest } from "../lib/load-test.ts";
 import type { Pools } from "../lib/pools.ts";
-import { figure, type Figure } from "../lib/report.ts";
+import { figure, show, type Figure } from "../lib/report.ts";
 import { median } from "../lib/stats.ts";
 
 interface Percentiles {
@@ -37,7 +37,8 @@ export async function measureLatency(ctx: Context, pools: Pools): Promise<Figure
     dtest.push(report.latency_ms);
     achieved = report.throughput_per_second;
     echo.push((await floor.round(tasks, rate)).latency_ms);
-    ctx.log(`  round ${r + 1}: p50 dtest ${dtest.at(-1)!.p50} ms, floor ${echo.at(-1)!.p50} ms`);
+    const p50 = { dtest: show(dtest.at(-1)!.p50), floor: show(echo.at(-1)!.p50) };
+    ctx.log(`  round ${r + 1}: p50 dtest ${p50.dtest} ms, floor ${p50.floor} ms`);
   }
 
   const of = (runs: Percentiles[], key: keyof Percentiles) => median(runs.map((p) => p[key]));
