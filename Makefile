@@ -9,6 +9,7 @@ COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compos
 QUEUE ?= worker-a
 COUNT ?= 2
 TASKS ?= 20
+LOAD_ARGS ?=
 
 # With podman (scripts/container-engine.sh) and no Docker socket, talk to podman's socket, and
 # put the workers on the host's network: podman 4.3 cannot map host.docker.internal.
@@ -77,8 +78,8 @@ scale-all: $(BIN) ## Scale every worker service: make scale-all COUNT=4
 status: $(BIN) ## Workers, messages and containers per queue
 	$(BIN) status
 
-load-test: $(BIN) ## Load the running workers: make load-test TASKS=20
-	$(BIN) load-test --tasks $(TASKS)
+load-test: $(BIN) ## Load the running workers: make load-test TASKS=20 [LOAD_ARGS=--spawn-workers]
+	$(BIN) load-test --tasks $(TASKS) $(LOAD_ARGS)
 
 test: $(BIN) ## Install what the tests need, then run them all (broker, binary, Celery, containers)
 	scripts/deps.sh test

@@ -3,14 +3,23 @@ import { defineCommand } from "citty";
 
 import { resolveBrokerUrl } from "../core/broker.ts";
 import { loadConfig } from "../core/config.ts";
+import { UsageError } from "../core/errors.ts";
 import { renderLoadPicture } from "../core/load-report.ts";
-import { renderLoadReport, runLoadTest, type LoadProgress } from "../core/load.ts";
+import {
+  loadedQueues,
+  renderLoadReport,
+  runLoadTest,
+  type LoadProgress,
+  type LoadReport,
+} from "../core/load.ts";
+import { spawnWorkers, type LocalWorkers } from "../core/spawn.ts";
 import {
   checkFlags,
   guard,
   parseCount,
   parsePositive,
   parseSeconds,
+  selfCommand,
   sharedArgs,
   startRun,
 } from "./shared.ts";
@@ -32,7 +41,15 @@ const args = {
   },
   "wait-workers": {
     type: "string",
-    description: "Seconds to wait for a worker on each queue (default 5)",
+    description: "Seconds to wait for a worker on each queue (default 5, 15 with --spawn-workers)",
+  },
+  "spawn-workers": {
+    type: "boolean",
+    description: "Start one local worker per loaded queue, then stop them",
+  },
+  concurrency: {
+    type: "string",
+    description: "Tasks each spawned worker runs at once (with --spawn-workers; default 1)",
   },
   json: { type: "string", description: "Write the figures as JSON to this file" },
   report: {
@@ -75,28 +92,54 @@ export default defineCommand({
       const duration =
         values.duration === undefined ? undefined : parseSeconds("duration", values.duration, 1);
       const timeout = parseSeconds("timeout", values.timeout, 300);
-      const workerWait = parseSeconds("wait-workers", values["wait-workers"], 5);
+      const spawn = values["spawn-workers"] === true;
+      const workerWait = parseSeconds("wait-workers", values["wait-workers"], spawn ? 15 : 5);
+      const concurrency = parseCount("concurrency", values.concurrency, 1);
+      if (values.concurrency !== undefined && !spawn) {
+        throw new UsageError(
+          "--concurrency sets the workers --spawn-workers starts",
+          "add --spawn-workers, or pass --concurrency to each `dtest worker` instead",
+        );
+      }
       const connectTimeout = parseSeconds("connect-timeout", values["connect-timeout"], 10) * 1000;
+      const queues = loadedQueues(config, values.task);
       const { logger, signal } = startRun(values);
       for (const warning of config.warnings) logger.warn(warning);
 
       const tty = process.stderr.isTTY === true;
       const broker = resolveBrokerUrl(values, config.rabbitmq, config.file);
-      const report = await runLoadTest({
-        config,
-        broker,
-        logger,
-        signal,
-        perType,
-        only: values.task,
-        rate,
-        duration,
-        timeout,
-        workerWait,
-        connectTimeout,
-        onProgress: progressPrinter(tty),
-        progressEveryMs: tty ? 200 : 2000,
-      });
+      let workers: LocalWorkers | undefined;
+      if (spawn) {
+        workers = spawnWorkers(queues, {
+          self: selfCommand(),
+          configFile: config.file,
+          broker,
+          logger,
+          logLevel: values["log-level"] ?? "warn",
+          concurrency,
+        });
+      }
+
+      let report: LoadReport;
+      try {
+        report = await runLoadTest({
+          config,
+          broker,
+          logger,
+          signal,
+          perType,
+          only: values.task,
+          rate,
+          duration,
+          timeout,
+          workerWait,
+          connectTimeout,
+          onProgress: progressPrinter(tty),
+          progressEveryMs: tty ? 200 : 2000,
+        });
+      } finally {
+        await workers?.stop();
+      }
       if (tty) process.stderr.write("\n");
 
       process.stdout.write(`${renderLoadReport(report).join("\n")}\n`);

@@ -411,7 +411,7 @@ export async function waitForWorkers(
     const names = idle.map((s) => s.queue).join(", ");
     const start = idle.map((s) => `./dtest worker --queue ${s.queue}`).join(" & ");
     throw new BrokerError(`no worker consumes ${names} (waited ${waitMs / 1000} s)`, {
-      hint: `start one with: ${start}  (or run dispatch --spawn-workers)`,
+      hint: `start one with: ${start}  (or pass --spawn-workers to start them for this run)`,
     });
   }
   return states;

@@ -100,14 +100,7 @@ class LoadTest {
 
   constructor(private readonly options: LoadOptions) {
     this.log = options.logger.withTag("load-test");
-    const routed = Object.keys(options.config.routing);
-    if (options.only && !routed.includes(options.only)) {
-      throw new UsageError(
-        `--task ${options.only} is not routed in ${options.config.file}`,
-        `use one of: ${routed.join(", ")}`,
-      );
-    }
-    this.names = options.only ? [options.only] : routed;
+    this.names = loadedTasks(options.config, options.only);
     this.link = new ReplyLink({
       taskQueues: this.queues,
       prefetch: 5000,
@@ -116,9 +109,8 @@ class LoadTest {
     });
   }
 
-  /** The queues the loaded task types are routed to. */
   private get queues(): string[] {
-    return [...new Set(this.names.map((n) => this.options.config.routing[n]!))];
+    return loadedQueues(this.options.config, this.options.only);
   }
 
   private get done(): number {
@@ -416,6 +408,23 @@ class LoadTest {
     await this.link.remove();
     await this.broker?.close();
   }
+}
+
+/** The task types a load test sends: every routed one, or `only`; throws UsageError if unknown. */
+export function loadedTasks(config: DtestConfig, only?: string): string[] {
+  const routed = Object.keys(config.routing);
+  if (only && !routed.includes(only)) {
+    throw new UsageError(
+      `--task ${only} is not routed in ${config.file}`,
+      `use one of: ${routed.join(", ")}`,
+    );
+  }
+  return only ? [only] : routed;
+}
+
+/** The queues the loaded task types are routed to, each once. */
+export function loadedQueues(config: DtestConfig, only?: string): string[] {
+  return [...new Set(loadedTasks(config, only).map((name) => config.routing[name]!))];
 }
 
 /** Runs one load test; never throws for failed or lost tasks (see `exit_code`). */

@@ -1,6 +1,6 @@
 /**
- * Local worker processes started from this same executable, for `dispatch --spawn-workers`:
- * the whole system on one machine without containers.
+ * Local worker processes started from this same executable, for `--spawn-workers` of
+ * `dispatch` and `load-test`: the whole system on one machine without containers.
  */
 import type { Subprocess } from "bun";
 
@@ -14,6 +14,8 @@ export interface SpawnOptions {
   broker: BrokerUrl;
   logger: Logger;
   logLevel?: string;
+  /** Each worker's `--concurrency`; the worker's own default when unset. */
+  concurrency?: number;
 }
 
 export interface LocalWorkers {
@@ -26,6 +28,7 @@ export function spawnWorkers(queues: string[], options: SpawnOptions): LocalWork
   const children: Subprocess[] = queues.map((queue) => {
     const argv = [...options.self, "worker", "--queue", queue, "--config", options.configFile];
     if (options.logLevel) argv.push("--log-level", options.logLevel);
+    if (options.concurrency) argv.push("--concurrency", String(options.concurrency));
 
     const child = Bun.spawn(argv, {
       env: {

@@ -7,6 +7,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 
 import {
+  connectTestBroker,
   run,
   start,
   startWorker,
@@ -115,6 +116,53 @@ tasks:
     } finally {
       await stopAll([worker]);
     }
+  });
+
+  test("--spawn-workers starts a worker per loaded queue with --concurrency, and stops it", async () => {
+    const { file, qa, qb } = setup(
+      (qa, qb) => `
+task_routing:
+  quick: ${qa}
+  other: ${qb}
+tasks:
+  quick: { kind: hello, duration: 0.05 }
+  other: { kind: noop }
+`,
+    );
+
+    const result = await run([
+      "load-test",
+      "--config",
+      file,
+      "--task",
+      "quick",
+      "--tasks",
+      "40",
+      "--spawn-workers",
+      "--concurrency",
+      "8",
+    ]);
+    expect(result.stdout).toContain(`Workers at start: ${qa}=1\n`);
+    expect(result.stdout).toContain("Tasks: sent 40, succeeded 40, failed 0, lost 0");
+    expect(result.stdout).not.toContain(qb);
+    // One at a time, 40 tasks of 50 ms take 2 s; eight at a time, a quarter of a second.
+    expect(Number(/Total time: ([\d.]+)s/.exec(result.stdout)?.[1])).toBeLessThan(1.5);
+    expect(result.code).toBe(0);
+
+    const conn = await connectTestBroker();
+    try {
+      const channel = await conn.createChannel();
+      expect((await channel.checkQueue(qa)).consumerCount).toBe(0);
+    } finally {
+      await conn.close();
+    }
+  });
+
+  test("--concurrency without --spawn-workers is refused, naming the fix", async () => {
+    const result = await run(["load-test", "--concurrency", "4"]);
+    expect(result.stderr).toContain("--concurrency sets the workers --spawn-workers starts");
+    expect(result.stderr).toContain("hint: add --spawn-workers");
+    expect(result.code).toBe(2);
   });
 
   test("--task loads one kind; failures exit 1 and are counted", async () => {
