@@ -133,6 +133,7 @@ function summaryRows(report: LoadReport): [string, string][] {
     ["Retries", String(t.retries)],
     ["Total time", `${report.total_seconds.toFixed(3)} s`],
     ["Throughput", `${report.throughput_per_second.toFixed(1)} tasks/s`],
+    ["Most in flight at once", String(report.max_in_flight)],
     ["Latency", `p50 ${l.p50} ms, p95 ${l.p95} ms, p99 ${l.p99} ms, max ${l.max} ms`],
     ["Workers", `start ${JSON.stringify(w.start)}, end ${JSON.stringify(w.end)}`],
     ["Result", report.reason],

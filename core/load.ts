@@ -24,6 +24,12 @@ import { BitSet, Histogram, Summary, Timeline } from "./stats.ts";
 
 export const LOAD_REPORT_VERSION = 1;
 
+/**
+ * A timed run without an offered rate sends as fast as the workers answer, with at most this
+ * many tasks unanswered, so its memory and the queue stay bounded however long it runs.
+ */
+export const IN_FLIGHT_WINDOW = 10_000;
+
 /** Replies are acknowledged in batches: every this many, or after ACK_DELAY_MS. */
 const ACK_BATCH = 256;
 const ACK_DELAY_MS = 20;
@@ -70,6 +76,8 @@ export interface LoadReport {
   workers: { start: Record<string, number>; end: Record<string, number> };
   total_seconds: number;
   throughput_per_second: number;
+  /** Most tasks sent and not yet answered at once. */
+  max_in_flight: number;
   latency_ms: { p50: number; p95: number; p99: number; max: number; mean: number };
   execution_seconds: Record<string, { count: number; mean: number; max: number }>;
   timeline: { second: number; completed: number }[];
@@ -91,6 +99,7 @@ class LoadTest {
   private readonly execution = new Map<string, Summary>();
   private timeline = new Timeline(0);
   private counts = { sent: 0, succeeded: 0, failed: 0, duplicates: 0, retries: 0 };
+  private maxInFlight = 0;
   private sending = true;
   private wake?: () => void;
   private unacked: ConsumeMessage | undefined;
@@ -211,13 +220,17 @@ class LoadTest {
   private async sendAll(began: number): Promise<void> {
     const { rate, duration, signal } = this.options;
     const planned = this.planned() ?? Infinity;
+    const deadline = duration ? began + duration * 1000 : Infinity;
+    const windowed = duration !== undefined && rate === undefined;
 
     for (let seq = 0; seq < planned; seq++) {
+      if (windowed) await this.roomInWindow(deadline);
       if (signal.aborted) break;
       const now = performance.now();
-      if (duration && now - began >= duration * 1000) break;
+      if (now >= deadline) break;
       if (rate) {
         const due = began + (seq / rate) * 1000;
+        if (due >= deadline) break;
         if (due - now >= 1) await Bun.sleep(due - now);
       } else if (seq % 1000 === 999) {
         // Let replies in while a large burst is being published.
@@ -226,10 +239,22 @@ class LoadTest {
 
       this.sentAt.set(seq, performance.now());
       this.counts.sent++;
+      this.maxInFlight = Math.max(this.maxInFlight, this.counts.sent - this.done);
       if (!this.publish(seq)) await this.drained();
     }
     this.sending = false;
     this.wake?.();
+  }
+
+  /** Waits while IN_FLIGHT_WINDOW tasks are unanswered, until `deadline` at the latest. */
+  private async roomInWindow(deadline: number): Promise<void> {
+    while (
+      this.counts.sent - this.done >= IN_FLIGHT_WINDOW &&
+      performance.now() < deadline &&
+      !this.options.signal.aborted
+    ) {
+      await Bun.sleep(1);
+    }
   }
 
   /** Waits for the channel's buffer to drain, or for the channel to go (a reconnect resends). */
@@ -382,6 +407,7 @@ class LoadTest {
       workers: { start: asMap(start), end: asMap(end) },
       total_seconds: round(elapsed),
       throughput_per_second: round(elapsed > 0 ? this.done / elapsed : 0, 1),
+      max_in_flight: this.maxInFlight,
       latency_ms: {
         p50: round(this.latency.percentile(50)),
         p95: round(this.latency.percentile(95)),
@@ -445,6 +471,7 @@ export function renderLoadReport(r: LoadReport): string[] {
     `Retries: ${r.tasks.retries}`,
     `Total time: ${r.total_seconds.toFixed(3)}s`,
     `Throughput: ${r.throughput_per_second.toFixed(1)} tasks/s`,
+    `Most in flight at once: ${r.max_in_flight}`,
     `Latency (publish to result): p50 ${r.latency_ms.p50.toFixed(2)}ms, p95 ${r.latency_ms.p95.toFixed(2)}ms, p99 ${r.latency_ms.p99.toFixed(2)}ms, max ${r.latency_ms.max.toFixed(2)}ms`,
   ];
   for (const [name, s] of Object.entries(r.execution_seconds)) {

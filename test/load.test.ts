@@ -118,7 +118,7 @@ tasks:
     }
   });
 
-  test("--spawn-workers starts a worker per loaded queue with --concurrency, and stops it", async () => {
+  test("--spawn-workers starts a worker per loaded queue at --concurrency, then stops", async () => {
     const { file, qa, qb } = setup(
       (qa, qb) => `
 task_routing:
@@ -155,6 +155,54 @@ tasks:
       expect((await channel.checkQueue(qa)).consumerCount).toBe(0);
     } finally {
       await conn.close();
+    }
+  });
+
+  test("--duration alone sends as fast as answered, within the in-flight window", async () => {
+    const { dir, file, qa } = setup(
+      (qa) => `task_routing:\n  ping: ${qa}\ntasks:\n  ping: { kind: noop }\n`,
+    );
+    const worker = await startWorker(qa, file, ["--concurrency", "50"]);
+
+    try {
+      const out = join(dir, "load.json");
+      const result = await run(["load-test", "--config", file, "--duration", "2", "--json", out]);
+      expect(result.code).toBe(0);
+
+      const report = JSON.parse(readFileSync(out, "utf8"));
+      expect(report.total_seconds).toBeGreaterThanOrEqual(2);
+      expect(report.tasks.succeeded).toBe(report.tasks.sent);
+      expect(report.tasks.lost).toBe(0);
+      // Publishing outruns one worker several times over: without the window the backlog
+      // passes 10,000 within the two seconds.
+      expect(report.tasks.sent).toBeGreaterThan(10_000);
+      expect(report.max_in_flight).toBeGreaterThan(5_000);
+      expect(report.max_in_flight).toBeLessThanOrEqual(10_000);
+      expect(result.stdout).toContain(`Most in flight at once: ${report.max_in_flight}`);
+    } finally {
+      await stopAll([worker]);
+    }
+  });
+
+  test("--duration with --rate offers that rate for that long", async () => {
+    const { dir, file, qa } = setup(
+      (qa) => `task_routing:\n  ping: ${qa}\ntasks:\n  ping: { kind: noop }\n`,
+    );
+    const worker = await startWorker(qa, file, ["--concurrency", "10"]);
+
+    try {
+      const out = join(dir, "load.json");
+      const args = ["--duration", "1", "--rate", "200", "--json", out];
+      const result = await run(["load-test", "--config", file, ...args]);
+      expect(result.code).toBe(0);
+
+      const report = JSON.parse(readFileSync(out, "utf8"));
+      expect(report.tasks.sent).toBeGreaterThanOrEqual(190);
+      expect(report.tasks.sent).toBeLessThanOrEqual(200);
+      expect(report.tasks.succeeded).toBe(report.tasks.sent);
+      expect(report.max_in_flight).toBeLessThan(100);
+    } finally {
+      await stopAll([worker]);
     }
   });
 
