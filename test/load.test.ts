@@ -118,7 +118,7 @@ tasks:
     }
   });
 
-  test("--spawn-workers starts a worker per loaded queue at --concurrency, then stops", async () => {
+  test("--spawn-workers starts one worker per loaded queue at --concurrency", async () => {
     const { file, qa, qb } = setup(
       (qa, qb) => `
 task_routing:
