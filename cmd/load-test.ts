@@ -64,9 +64,8 @@ function progressPrinter(tty: boolean): (p: LoadProgress) => void {
     const rate = p.elapsedSeconds > 0 ? Math.round(p.done / p.elapsedSeconds) : 0;
     const total = p.planned ?? p.sent;
     if (!tty) {
-      process.stderr.write(
-        `progress: ${p.done}/${total} done, ${p.sent} sent, ${rate}/s, ${p.elapsedSeconds.toFixed(1)}s\n`,
-      );
+      const counts = `${p.done}/${total} done, ${p.sent} sent`;
+      process.stderr.write(`progress: ${counts}, ${rate}/s, ${p.elapsedSeconds.toFixed(1)}s\n`);
       return;
     }
     const width = 30;
@@ -103,7 +102,7 @@ export default defineCommand({
       }
       const connectTimeout = parseSeconds("connect-timeout", values["connect-timeout"], 10) * 1000;
       const queues = loadedQueues(config, values.task);
-      const { logger, signal } = startRun(values);
+      const { logger, signal, forceSignal } = startRun(values);
       for (const warning of config.warnings) logger.warn(warning);
 
       const tty = process.stderr.isTTY === true;
@@ -127,6 +126,7 @@ export default defineCommand({
           broker,
           logger,
           signal,
+          stopNow: forceSignal,
           perType,
           only: values.task,
           rate,

@@ -38,7 +38,10 @@ export interface LoadOptions {
   config: DtestConfig;
   broker: BrokerUrl;
   logger: Logger;
+  /** Stops the sending; what was sent is still waited for. */
   signal: AbortSignal;
+  /** Stops the wait for results too (a second Ctrl-C); the tasks without one count as lost. */
+  stopNow?: AbortSignal;
   /** Tasks of each type (ignored with `duration`). */
   perType: number;
   /** Load only this task. */
@@ -82,6 +85,8 @@ export interface LoadReport {
   execution_seconds: Record<string, { count: number; mean: number; max: number }>;
   timeline: { second: number; completed: number }[];
   histogram: { from_ms: number; to_ms: number; count: number }[];
+  /** A signal stopped the sending before all planned tasks (or the duration) were sent. */
+  stopped_early: boolean;
   exit_code: number;
   reason: string;
 }
@@ -273,18 +278,20 @@ class LoadTest {
   }
 
   private waitForResults(): Promise<"done" | "timeout" | "aborted"> {
-    const { timeout, signal } = this.options;
+    const { timeout } = this.options;
+    const stop = this.options.stopNow ?? this.options.signal;
     if (this.done >= this.counts.sent) return Promise.resolve("done");
+    if (stop.aborted) return Promise.resolve("aborted");
 
     return new Promise((resolve) => {
       const finish = (outcome: "done" | "timeout" | "aborted") => {
         clearTimeout(timer);
-        signal.removeEventListener("abort", onAbort);
+        stop.removeEventListener("abort", onAbort);
         resolve(outcome);
       };
       const onAbort = () => finish("aborted");
       const timer = setTimeout(() => finish("timeout"), timeout * 1000);
-      signal.addEventListener("abort", onAbort, { once: true });
+      stop.addEventListener("abort", onAbort, { once: true });
       this.wake = () => {
         if (!this.sending && this.done >= this.counts.sent) finish("done");
       };
@@ -387,12 +394,16 @@ class LoadTest {
       Object.fromEntries(states.map((s) => [s.queue, s.consumers]));
     const round = (n: number, digits = 3) => Math.round(n * 10 ** digits) / 10 ** digits;
     const exitCode = lost > 0 ? EXIT.unreachable : c.failed > 0 ? EXIT.tasksFailed : EXIT.ok;
-    const reason =
+    const waited = outcome === "aborted" ? "interrupted" : `waited ${this.options.timeout} s`;
+    const verdict =
       lost > 0
-        ? `${lost} task(s) without a result (${outcome === "aborted" ? "interrupted" : `waited ${this.options.timeout} s`})`
+        ? `${lost} task(s) without a result (${waited})`
         : c.failed > 0
           ? `${c.failed} task(s) failed`
           : "all tasks succeeded";
+    const planned = this.planned();
+    const cut = this.options.signal.aborted && (planned === undefined || c.sent < planned);
+    const reason = cut ? `sending interrupted after ${c.sent} tasks; ${verdict}` : verdict;
 
     return {
       version: LOAD_REPORT_VERSION,
@@ -425,6 +436,7 @@ class LoadTest {
       histogram: this.latency
         .bars()
         .map((b) => ({ from_ms: round(b.fromMs), to_ms: round(b.toMs), count: b.count })),
+      stopped_early: cut,
       exit_code: exitCode,
       reason,
     };
@@ -464,21 +476,24 @@ export function renderLoadReport(r: LoadReport): string[] {
     Object.entries(m)
       .map(([q, n]) => `${q}=${n}`)
       .join(", ");
+  const t = r.tasks;
+  const ms = (key: keyof LoadReport["latency_ms"]) => `${key} ${r.latency_ms[key].toFixed(2)}ms`;
   const lines = [
     `Workers at start: ${workers(r.workers.start)}`,
     `Workers at end: ${workers(r.workers.end)}`,
-    `Tasks: sent ${r.tasks.sent}, succeeded ${r.tasks.succeeded}, failed ${r.tasks.failed}, lost ${r.tasks.lost}, duplicates ${r.tasks.duplicates}`,
-    `Retries: ${r.tasks.retries}`,
+    `Tasks: sent ${t.sent}, succeeded ${t.succeeded}, failed ${t.failed}, lost ${t.lost}, ` +
+      `duplicates ${t.duplicates}`,
+    `Retries: ${t.retries}`,
     `Total time: ${r.total_seconds.toFixed(3)}s`,
     `Throughput: ${r.throughput_per_second.toFixed(1)} tasks/s`,
     `Most in flight at once: ${r.max_in_flight}`,
-    `Latency (publish to result): p50 ${r.latency_ms.p50.toFixed(2)}ms, p95 ${r.latency_ms.p95.toFixed(2)}ms, p99 ${r.latency_ms.p99.toFixed(2)}ms, max ${r.latency_ms.max.toFixed(2)}ms`,
+    `Latency (publish to result): ${ms("p50")}, ${ms("p95")}, ${ms("p99")}, ${ms("max")}`,
   ];
   for (const [name, s] of Object.entries(r.execution_seconds)) {
-    lines.push(
-      `Execution time ${name}: mean ${s.mean.toFixed(4)}s, max ${s.max.toFixed(4)}s (${s.count} tasks)`,
-    );
+    const times = `mean ${s.mean.toFixed(4)}s, max ${s.max.toFixed(4)}s`;
+    lines.push(`Execution time ${name}: ${times} (${s.count} tasks)`);
   }
   if (r.exit_code !== EXIT.ok) lines.push(`FAILED: ${r.reason}`);
+  else if (r.stopped_early) lines.push(`Stopped early: ${r.reason}`);
   return lines;
 }

@@ -206,6 +206,61 @@ tasks:
     }
   });
 
+  test("one SIGINT stops the sending and reports what was sent; all succeeded, exit 0", async () => {
+    const { dir, file, qa } = setup(
+      (qa) => `task_routing:\n  work: ${qa}\ntasks:\n  work: { kind: hello, duration: 0.3 }\n`,
+    );
+    const worker = await startWorker(qa, file, ["--concurrency", "20"]);
+
+    try {
+      const out = join(dir, "load.json");
+      const args = ["--duration", "60", "--rate", "50", "--json", out];
+      const load = start(["load-test", "--config", file, ...args]);
+      await load.waitFor(/progress: \d+\/\d+ done, [1-9]\d* sent/);
+      load.child.kill("SIGINT");
+      const code = await load.exit();
+
+      const report = JSON.parse(readFileSync(out, "utf8"));
+      expect(report.stopped_early).toBe(true);
+      expect(report.tasks.sent).toBeGreaterThan(0);
+      expect(report.tasks.sent).toBeLessThan(60 * 50);
+      expect(report.tasks.succeeded).toBe(report.tasks.sent);
+      expect(report.total_seconds).toBeLessThan(10);
+      const line = `Stopped early: sending interrupted after ${report.tasks.sent} tasks`;
+      expect(load.stdout).toContain(line);
+      expect(code).toBe(0);
+    } finally {
+      await stopAll([worker]);
+    }
+  });
+
+  test("a second SIGINT stops the wait: what has no result is lost, exit 3", async () => {
+    const { dir, file, qa } = setup(
+      (qa) => `task_routing:\n  slow: ${qa}\ntasks:\n  slow: { kind: hello, duration: 30 }\n`,
+    );
+    const worker = await startWorker(qa, file, ["--concurrency", "4"]);
+
+    try {
+      const out = join(dir, "load.json");
+      const load = start(["load-test", "--config", file, "--tasks", "4", "--json", out]);
+      await load.waitFor("progress: 0/4 done, 4 sent");
+      load.child.kill("SIGINT");
+      await load.waitFor("stopping gracefully");
+      await Bun.sleep(300);
+      expect(load.child.exitCode).toBeNull();
+      load.child.kill("SIGINT");
+      const code = await load.exit();
+
+      const report = JSON.parse(readFileSync(out, "utf8"));
+      expect(report.tasks).toMatchObject({ sent: 4, succeeded: 0, lost: 4 });
+      expect(report.stopped_early).toBe(false);
+      expect(code).toBe(3);
+    } finally {
+      worker.child.kill("SIGKILL");
+      await worker.exit();
+    }
+  });
+
   test("--concurrency without --spawn-workers is refused, naming the fix", async () => {
     const result = await run(["load-test", "--concurrency", "4"]);
     expect(result.stderr).toContain("--concurrency sets the workers --spawn-workers starts");
