@@ -206,7 +206,7 @@ tasks:
     }
   });
 
-  test("one SIGINT stops the sending and reports what was sent; all succeeded, exit 0", async () => {
+  test("a SIGINT stops the sending and reports what was sent; all succeeded: exit 0", async () => {
     const { dir, file, qa } = setup(
       (qa) => `task_routing:\n  work: ${qa}\ntasks:\n  work: { kind: hello, duration: 0.3 }\n`,
     );
