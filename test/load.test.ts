@@ -27,6 +27,19 @@ function setup(tasks: (qa: string, qb: string) => string) {
   return { dir, qa, qb, file: writeConfig(dir, tasks(qa, qb)) };
 }
 
+/** One task type on its own queue, a worker for it, and a path for the JSON report. */
+async function oneTask(name: string, definition: string, concurrency: number) {
+  const { dir, file, qa } = setup(
+    (qa) => `task_routing:\n  ${name}: ${qa}\ntasks:\n  ${name}: ${definition}\n`,
+  );
+  const worker = await startWorker(qa, file, ["--concurrency", String(concurrency)]);
+  return { file, qa, worker, json: join(dir, "load.json") };
+}
+
+function readJson(path: string) {
+  return JSON.parse(readFileSync(path, "utf8"));
+}
+
 describe("load-test", () => {
   test("sends N of each routed type and reports counts, latency and execution per type", async () => {
     const { dir, qa, qb, file } = setup(
@@ -159,17 +172,13 @@ tasks:
   });
 
   test("--duration alone sends as fast as answered, within the in-flight window", async () => {
-    const { dir, file, qa } = setup(
-      (qa) => `task_routing:\n  ping: ${qa}\ntasks:\n  ping: { kind: noop }\n`,
-    );
-    const worker = await startWorker(qa, file, ["--concurrency", "50"]);
+    const { file, worker, json } = await oneTask("ping", "{ kind: noop }", 50);
 
     try {
-      const out = join(dir, "load.json");
-      const result = await run(["load-test", "--config", file, "--duration", "2", "--json", out]);
+      const result = await run(["load-test", "--config", file, "--duration", "2", "--json", json]);
       expect(result.code).toBe(0);
 
-      const report = JSON.parse(readFileSync(out, "utf8"));
+      const report = readJson(json);
       expect(report.total_seconds).toBeGreaterThanOrEqual(2);
       expect(report.tasks.succeeded).toBe(report.tasks.sent);
       expect(report.tasks.lost).toBe(0);
@@ -185,18 +194,14 @@ tasks:
   });
 
   test("--duration with --rate offers that rate for that long", async () => {
-    const { dir, file, qa } = setup(
-      (qa) => `task_routing:\n  ping: ${qa}\ntasks:\n  ping: { kind: noop }\n`,
-    );
-    const worker = await startWorker(qa, file, ["--concurrency", "10"]);
+    const { file, worker, json } = await oneTask("ping", "{ kind: noop }", 10);
 
     try {
-      const out = join(dir, "load.json");
-      const args = ["--duration", "1", "--rate", "200", "--json", out];
+      const args = ["--duration", "1", "--rate", "200", "--json", json];
       const result = await run(["load-test", "--config", file, ...args]);
       expect(result.code).toBe(0);
 
-      const report = JSON.parse(readFileSync(out, "utf8"));
+      const report = readJson(json);
       expect(report.tasks.sent).toBeGreaterThanOrEqual(190);
       expect(report.tasks.sent).toBeLessThanOrEqual(200);
       expect(report.tasks.succeeded).toBe(report.tasks.sent);
@@ -207,20 +212,16 @@ tasks:
   });
 
   test("a SIGINT stops the sending and reports what was sent; all succeeded: exit 0", async () => {
-    const { dir, file, qa } = setup(
-      (qa) => `task_routing:\n  work: ${qa}\ntasks:\n  work: { kind: hello, duration: 0.3 }\n`,
-    );
-    const worker = await startWorker(qa, file, ["--concurrency", "20"]);
+    const { file, worker, json } = await oneTask("work", "{ kind: hello, duration: 0.3 }", 20);
 
     try {
-      const out = join(dir, "load.json");
-      const args = ["--duration", "60", "--rate", "50", "--json", out];
+      const args = ["--duration", "60", "--rate", "50", "--json", json];
       const load = start(["load-test", "--config", file, ...args]);
       await load.waitFor(/progress: \d+\/\d+ done, [1-9]\d* sent/);
       load.child.kill("SIGINT");
       const code = await load.exit();
 
-      const report = JSON.parse(readFileSync(out, "utf8"));
+      const report = readJson(json);
       expect(report.stopped_early).toBe(true);
       expect(report.tasks.sent).toBeGreaterThan(0);
       expect(report.tasks.sent).toBeLessThan(60 * 50);
@@ -235,14 +236,10 @@ tasks:
   });
 
   test("a second SIGINT stops the wait: what has no result is lost, exit 3", async () => {
-    const { dir, file, qa } = setup(
-      (qa) => `task_routing:\n  slow: ${qa}\ntasks:\n  slow: { kind: hello, duration: 30 }\n`,
-    );
-    const worker = await startWorker(qa, file, ["--concurrency", "4"]);
+    const { file, worker, json } = await oneTask("slow", "{ kind: hello, duration: 30 }", 4);
 
     try {
-      const out = join(dir, "load.json");
-      const load = start(["load-test", "--config", file, "--tasks", "4", "--json", out]);
+      const load = start(["load-test", "--config", file, "--tasks", "4", "--json", json]);
       await load.waitFor("progress: 0/4 done, 4 sent");
       load.child.kill("SIGINT");
       await load.waitFor("stopping gracefully");
@@ -251,7 +248,7 @@ tasks:
       load.child.kill("SIGINT");
       const code = await load.exit();
 
-      const report = JSON.parse(readFileSync(out, "utf8"));
+      const report = readJson(json);
       expect(report.tasks).toMatchObject({ sent: 4, succeeded: 0, lost: 4 });
       expect(report.stopped_early).toBe(false);
       expect(code).toBe(3);
