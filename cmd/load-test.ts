@@ -12,6 +12,7 @@ import {
   type LoadProgress,
   type LoadReport,
 } from "../core/load.ts";
+import { textReport, writeReportFiles, type ReportFile } from "../core/report.ts";
 import { spawnWorkers, type LocalWorkers } from "../core/spawn.ts";
 import {
   checkFlags,
@@ -143,11 +144,17 @@ export default defineCommand({
       if (tty) process.stderr.write("\n");
 
       process.stdout.write(`${renderLoadReport(report).join("\n")}\n`);
-      if (values.json) await Bun.write(values.json, `${JSON.stringify(report, null, 2)}\n`);
+      const files: ReportFile[] = [];
+      if (values.json) {
+        const json = () => `${JSON.stringify(report, null, 2)}\n`;
+        files.push(textReport("JSON report", values.json, json));
+      }
       if (values.report) {
         const title = `dtest load test: ${config.scenario.description}`;
-        await Bun.write(values.report, renderLoadPicture(report, title, values.report));
+        const picture = () => renderLoadPicture(report, title, values.report!);
+        files.push(textReport("load-test report", values.report, picture));
       }
+      await writeReportFiles(files, logger);
       return report.exit_code;
     }),
 });

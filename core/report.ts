@@ -255,18 +255,24 @@ export async function saveToHistory(run: RunReport, dir: string): Promise<string
  */
 export async function writeReportFiles(reports: ReportFile[], logger: Logger): Promise<void> {
   const log = logger.withTag("report");
-  const failed: string[] = [];
-  for (const { what, target, write } of reports) {
+  const failed: ReportFile[] = [];
+  const problems: string[] = [];
+  for (const report of reports) {
     try {
-      log.info(`wrote the ${what} to ${await write()}`);
+      log.info(`wrote the ${report.what} to ${await report.write()}`);
     } catch (err) {
-      failed.push(`${what} ${target}: ${(err as Error).message}`);
+      failed.push(report);
+      problems.push(`${report.what} ${report.target}: ${(err as Error).message}`);
     }
   }
 
   if (failed.length > 0) {
-    throw new DtestError(`could not write ${failed.length} report(s):\n  ${failed.join("\n  ")}`, {
-      hint: "check that each report path is one you can write (--history names a directory)",
+    const note = failed.some((r) => r.what === "history entry")
+      ? " (--history names a directory)"
+      : "";
+    const list = problems.join("\n  ");
+    throw new DtestError(`could not write ${failed.length} report(s):\n  ${list}`, {
+      hint: `check that each report path is one you can write${note}`,
     });
   }
 }

@@ -258,6 +258,25 @@ tasks:
     }
   });
 
+  test("a report that cannot be written is named, and the others are still written", async () => {
+    const { file, worker, json } = await oneTask("ping", "{ kind: noop }", 10);
+
+    try {
+      const blocked = join(file, "load.json"); // under a regular file: cannot be created
+      const svg = json.replace(/\.json$/, ".svg");
+      const args = ["--tasks", "5", "--json", blocked, "--report", svg];
+      const result = await run(["load-test", "--config", file, ...args]);
+
+      expect(result.stdout).toContain("Tasks: sent 5, succeeded 5");
+      expect(result.stderr).toContain(`could not write 1 report(s):\n  JSON report ${blocked}:`);
+      expect(result.stderr).toContain("hint: check that each report path is one you can write\n");
+      expect(readFileSync(svg, "utf8")).toContain("sent 5, succeeded 5");
+      expect(result.code).toBe(2);
+    } finally {
+      await stopAll([worker]);
+    }
+  });
+
   test("--concurrency without --spawn-workers is refused, naming the fix", async () => {
     const result = await run(["load-test", "--concurrency", "4"]);
     expect(result.stderr).toContain("--concurrency sets the workers --spawn-workers starts");
