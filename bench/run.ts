@@ -22,7 +22,7 @@ import type { ChannelModel } from "amqplib";
 import { brokerUrl, connect, Leftovers, mask, RUN_ID } from "./lib/broker.ts";
 import type { Context, Settings } from "./lib/context.ts";
 import { requireBinary, Workdir } from "./lib/dtest.ts";
-import { busyPercent, watchCpu } from "./lib/machine.ts";
+import { brokerSchedulerBinding, busyPercent, watchCpu } from "./lib/machine.ts";
 import { Pools } from "./lib/pools.ts";
 import { renderTable, type Figure } from "./lib/report.ts";
 import { measureDispatch } from "./parts/dispatch.ts";
@@ -239,12 +239,21 @@ function print(ctx: Context, figures: Figure[], load: Load): void {
     : [];
   const memory = `${(totalmem() / 2 ** 30).toFixed(0)} GiB`;
   const machine = `${availableParallelism()} CPUs, ${memory}, Bun ${Bun.version}`;
+  const binding = brokerSchedulerBinding();
+  const schedulers =
+    binding === undefined
+      ? []
+      : [
+          `RabbitMQ schedulers: ${binding === "u" ? "unbound" : "bound to CPUs"} (+stbt ` +
+            `${binding}; see bench/README.md on the round-trip p99)`,
+        ];
   const sizes = `N=${s.n}, workers=${s.workers}, prefetch=${s.prefetch}, rounds=${s.rounds}`;
   const lines = [
     "",
     `dtest bench ${RUN_ID}${s.quick ? " (quick)" : ""}: ${machine}; ${sizes}`,
     `CPU busy: ${pct(load.before)} before the run, ${pct(load.busyPercent)} during it, of which ` +
       `${pct(load.othersPercent)} by processes other than the bench's and RabbitMQ`,
+    ...schedulers,
     ...warning,
     "",
     ...renderTable(figures),
@@ -272,6 +281,7 @@ function save(file: string, run: SavedRun): void {
       memory_gib: totalmem() / 2 ** 30,
       bun: Bun.version,
       rabbitmq: run.rabbitmq,
+      rabbitmq_scheduler_binding: brokerSchedulerBinding() ?? null,
       cpu_busy_before_percent: run.load.before,
       cpu_busy_during_percent: run.load.busyPercent,
       cpu_used_by_others_percent: run.load.othersPercent,

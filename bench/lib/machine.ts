@@ -43,6 +43,24 @@ export function cpuMs(pids: number[]): number {
   return (ticks * 1000) / TICKS_PER_SECOND;
 }
 
+/**
+ * How RabbitMQ's scheduler threads are bound to CPUs (the Erlang VM's `+stbt` flag, which
+ * RabbitMQ's start script sets to `db`; `u` is unbound), read from the VM's command line;
+ * undefined when it cannot be read.
+ */
+export function brokerSchedulerBinding(): string | undefined {
+  const pid = brokerPids()[0];
+  if (pid === undefined) return undefined;
+  try {
+    const argv = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
+    const at = argv.findIndex((arg) => arg === "-stbt" || arg === "+stbt");
+    // Without the flag the Erlang VM leaves its schedulers unbound.
+    return at >= 0 ? argv[at + 1] : "u";
+  } catch {
+    return undefined;
+  }
+}
+
 /** The pids of RabbitMQ's Erlang VM on this machine. */
 export function brokerPids(): number[] {
   const pids: number[] = [];
