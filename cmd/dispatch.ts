@@ -109,6 +109,7 @@ export default defineCommand({
           broker,
           logger,
           logLevel: values["log-level"] ?? "warn",
+          logFormat: values["log-format"],
         });
       }
 

@@ -13,6 +13,7 @@ import {
   type LoadReport,
 } from "../core/load.ts";
 import { textReport, writeReportFiles, type ReportFile } from "../core/report.ts";
+import type { Logger } from "../core/log.ts";
 import { spawnWorkers, type LocalWorkers } from "../core/spawn.ts";
 import {
   checkFlags,
@@ -59,12 +60,21 @@ const args = {
   },
 } as const;
 
-/** A progress bar on a terminal; a plain line now and then otherwise. */
-function progressPrinter(tty: boolean): (p: LoadProgress) => void {
+/** How progress is shown: a bar on a terminal, a plain line, or a JSON log record. */
+type ProgressStyle = "bar" | "line" | "json";
+
+function progressPrinter(style: ProgressStyle, logger: Logger): (p: LoadProgress) => void {
+  const log = logger.withTag("load-test");
   return (p) => {
     const rate = p.elapsedSeconds > 0 ? Math.round(p.done / p.elapsedSeconds) : 0;
     const total = p.planned ?? p.sent;
-    if (!tty) {
+    if (style === "json") {
+      const elapsed_seconds = Number(p.elapsedSeconds.toFixed(3));
+      const fields = { done: p.done, sent: p.sent, planned: p.planned ?? null, elapsed_seconds };
+      log.info({ message: "progress", ...fields, per_second: rate });
+      return;
+    }
+    if (style === "line") {
       const counts = `${p.done}/${total} done, ${p.sent} sent`;
       process.stderr.write(`progress: ${counts}, ${rate}/s, ${p.elapsedSeconds.toFixed(1)}s\n`);
       return;
@@ -106,7 +116,8 @@ export default defineCommand({
       const { logger, signal, forceSignal } = startRun(values);
       for (const warning of config.warnings) logger.warn(warning);
 
-      const tty = process.stderr.isTTY === true;
+      const style: ProgressStyle =
+        values["log-format"] === "json" ? "json" : process.stderr.isTTY ? "bar" : "line";
       const broker = resolveBrokerUrl(values, config.rabbitmq, config.file);
       let workers: LocalWorkers | undefined;
       if (spawn) {
@@ -116,6 +127,7 @@ export default defineCommand({
           broker,
           logger,
           logLevel: values["log-level"] ?? "warn",
+          logFormat: values["log-format"],
           concurrency,
         });
       }
@@ -135,13 +147,13 @@ export default defineCommand({
           timeout,
           workerWait,
           connectTimeout,
-          onProgress: progressPrinter(tty),
-          progressEveryMs: tty ? 200 : 2000,
+          onProgress: progressPrinter(style, logger),
+          progressEveryMs: style === "bar" ? 200 : 2000,
         });
       } finally {
         await workers?.stop();
       }
-      if (tty) process.stderr.write("\n");
+      if (style === "bar") process.stderr.write("\n");
 
       process.stdout.write(`${renderLoadReport(report).join("\n")}\n`);
       const files: ReportFile[] = [];

@@ -105,6 +105,8 @@ class LoadTest {
   private timeline = new Timeline(0);
   private counts = { sent: 0, succeeded: 0, failed: 0, duplicates: 0, retries: 0 };
   private maxInFlight = 0;
+  /** A signal ended the sending before the count or the duration did. */
+  private stoppedEarly = false;
   private sending = true;
   private wake?: () => void;
   private unacked: ConsumeMessage | undefined;
@@ -230,13 +232,19 @@ class LoadTest {
 
     for (let seq = 0; seq < planned; seq++) {
       if (windowed) await this.roomInWindow(deadline);
-      if (signal.aborted) break;
+      if (signal.aborted) {
+        this.stoppedEarly = true;
+        break;
+      }
       const now = performance.now();
       if (now >= deadline) break;
       if (rate) {
         const due = began + (seq / rate) * 1000;
         if (due >= deadline) break;
-        if (due - now >= 1) await Bun.sleep(due - now);
+        if (due - now >= 1 && !(await this.sleepUnlessStopped(due - now))) {
+          this.stoppedEarly = true;
+          break;
+        }
       } else if (seq % 1000 === 999) {
         // Let replies in while a large burst is being published.
         await Bun.sleep(0);
@@ -249,6 +257,22 @@ class LoadTest {
     }
     this.sending = false;
     this.wake?.();
+  }
+
+  /** Sleeps `ms`; false, at once, when the signal stops the sending meanwhile. */
+  private async sleepUnlessStopped(ms: number): Promise<boolean> {
+    const { signal } = this.options;
+    if (signal.aborted) return false;
+    await new Promise<void>((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        signal.removeEventListener("abort", done);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      signal.addEventListener("abort", done, { once: true });
+    });
+    return !signal.aborted;
   }
 
   /** Waits while IN_FLIGHT_WINDOW tasks are unanswered, until `deadline` at the latest. */
@@ -401,8 +425,7 @@ class LoadTest {
         : c.failed > 0
           ? `${c.failed} task(s) failed`
           : "all tasks succeeded";
-    const planned = this.planned();
-    const cut = this.options.signal.aborted && (planned === undefined || c.sent < planned);
+    const cut = this.stoppedEarly;
     const reason = cut ? `sending interrupted after ${c.sent} tasks; ${verdict}` : verdict;
 
     return {

@@ -78,11 +78,24 @@ function splitArgs(log: LogObject): { msg: string; fields: Record<string, unknow
   return { msg: words.join(" "), fields };
 }
 
+/**
+ * The fields consola moved onto the log object itself: a call with one `{ message, ... }`
+ * object is merged into the record rather than kept as an argument.
+ */
+function ownFields(log: LogObject): Record<string, unknown> {
+  const { date, type, level, tag, args, message, additional, ...rest } = log as LogObject & {
+    message?: unknown;
+    additional?: unknown;
+  };
+  return rest;
+}
+
 function jsonReporter(write: (line: string) => void): ConsolaReporter {
   return {
     log(log) {
       const { msg, fields } = splitArgs(log);
-      const line = { time: log.date.toISOString(), level: log.type, tag: log.tag, msg, ...fields };
+      const extra = { ...ownFields(log), ...fields };
+      const line = { time: log.date.toISOString(), level: log.type, tag: log.tag, msg, ...extra };
       write(maskSecrets(JSON.stringify(line)) + "\n");
     },
   };

@@ -14,6 +14,8 @@ export interface SpawnOptions {
   broker: BrokerUrl;
   logger: Logger;
   logLevel?: string;
+  /** `text` or `json`, as the command that spawns them logs. */
+  logFormat?: string;
   /** Each worker's `--concurrency`; the worker's own default when unset. */
   concurrency?: number;
 }
@@ -28,6 +30,7 @@ export function spawnWorkers(queues: string[], options: SpawnOptions): LocalWork
   const children: Subprocess[] = queues.map((queue) => {
     const argv = [...options.self, "worker", "--queue", queue, "--config", options.configFile];
     if (options.logLevel) argv.push("--log-level", options.logLevel);
+    if (options.logFormat) argv.push("--log-format", options.logFormat);
     if (options.concurrency) argv.push("--concurrency", String(options.concurrency));
 
     const child = Bun.spawn(argv, {

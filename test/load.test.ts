@@ -4,6 +4,7 @@
  */
 import { describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
+import { hostname } from "node:os";
 import { join } from "node:path";
 
 import {
@@ -275,6 +276,20 @@ tasks:
     } finally {
       await stopAll([worker]);
     }
+  });
+
+  test("--log-format json makes every stderr line JSON, progress and spawned workers too", async () => {
+    const { file, qa } = setup(
+      (qa) => `task_routing:\n  ping: ${qa}\ntasks:\n  ping: { kind: noop }\n`,
+    );
+    const args = ["--tasks", "30", "--spawn-workers", "--log-format", "json", "--log-level", "info"];
+    const result = await run(["load-test", "--config", file, ...args]);
+    expect(result.code).toBe(0);
+
+    const records = result.stderr.trimEnd().split("\n").map((line) => JSON.parse(line));
+    const progress = records.filter((r) => r.msg === "progress");
+    expect(progress.at(-1)).toMatchObject({ tag: "load-test", done: 30, sent: 30, planned: 30 });
+    expect(records.some((r) => r.tag === `worker-${qa}@${hostname()}`)).toBe(true);
   });
 
   test("--concurrency without --spawn-workers is refused, naming the fix", async () => {
