@@ -14,10 +14,16 @@ import {
   writeReportFiles,
   type ReportFile,
 } from "../core/report.ts";
-import { spawnWorkers, type LocalWorkers } from "../core/spawn.ts";
 import { renderSummary } from "../core/summary.ts";
 import { renderRunHtml } from "../core/timeline.ts";
-import { checkFlags, guard, parseSeconds, selfCommand, sharedArgs, startRun } from "./shared.ts";
+import {
+  checkFlags,
+  guard,
+  parseSeconds,
+  sharedArgs,
+  spawnLocalWorkers,
+  startRun,
+} from "./shared.ts";
 
 const args = {
   ...sharedArgs,
@@ -101,17 +107,10 @@ export default defineCommand({
       for (const warning of config.warnings) logger.warn(warning);
 
       const broker = resolveBrokerUrl(values, config.rabbitmq, config.file);
-      let workers: LocalWorkers | undefined;
-      if (values["spawn-workers"]) {
-        workers = spawnWorkers(scenarioQueues(config), {
-          self: selfCommand(),
-          configFile: config.file,
-          broker,
-          logger,
-          logLevel: values["log-level"] ?? "warn",
-          logFormat: values["log-format"],
-        });
-      }
+      const run = { values, configFile: config.file, broker, logger };
+      const workers = values["spawn-workers"]
+        ? spawnLocalWorkers(scenarioQueues(config), run)
+        : undefined;
 
       try {
         const print = (line: string) => process.stdout.write(`${line}\n`);

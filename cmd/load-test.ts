@@ -14,15 +14,14 @@ import {
 } from "../core/load.ts";
 import { textReport, writeReportFiles, type ReportFile } from "../core/report.ts";
 import type { Logger } from "../core/log.ts";
-import { spawnWorkers, type LocalWorkers } from "../core/spawn.ts";
 import {
   checkFlags,
   guard,
   parseCount,
   parsePositive,
   parseSeconds,
-  selfCommand,
   sharedArgs,
+  spawnLocalWorkers,
   startRun,
 } from "./shared.ts";
 
@@ -119,18 +118,8 @@ export default defineCommand({
       const style: ProgressStyle =
         values["log-format"] === "json" ? "json" : process.stderr.isTTY ? "bar" : "line";
       const broker = resolveBrokerUrl(values, config.rabbitmq, config.file);
-      let workers: LocalWorkers | undefined;
-      if (spawn) {
-        workers = spawnWorkers(queues, {
-          self: selfCommand(),
-          configFile: config.file,
-          broker,
-          logger,
-          logLevel: values["log-level"] ?? "warn",
-          logFormat: values["log-format"],
-          concurrency,
-        });
-      }
+      const run = { values, configFile: config.file, broker, logger };
+      const workers = spawn ? spawnLocalWorkers(queues, run, concurrency) : undefined;
 
       let report: LoadReport;
       try {

@@ -3,9 +3,11 @@
  * wired to SIGINT/SIGTERM, and the wrapper that turns a DtestError into a message and an exit
  * code instead of a stack trace.
  */
+import type { BrokerUrl } from "../core/broker.ts";
 import { DEFAULT_CONFIG_FILE } from "../core/config.ts";
 import { describeError, DtestError, EXIT, UsageError } from "../core/errors.ts";
 import { createLogger, maskSecrets, type LogFormat, type Logger } from "../core/log.ts";
+import { spawnWorkers, type LocalWorkers } from "../core/spawn.ts";
 
 export const sharedArgs = {
   config: {
@@ -130,6 +132,26 @@ const SECONDS = { unit: "seconds", example: 30 };
 /** Parses a duration in seconds; throws UsageError naming the flag. */
 export function parseSeconds(flag: string, value: string | undefined, fallback: number): number {
   return parsePositive(flag, value, fallback, SECONDS);
+}
+
+/**
+ * For `--spawn-workers`: one local worker per queue, started from this same program, logging
+ * in this command's format and at its level (warn unless one was given).
+ */
+export function spawnLocalWorkers(
+  queues: string[],
+  run: { values: SharedArgValues; configFile: string; broker: BrokerUrl; logger: Logger },
+  concurrency?: number,
+): LocalWorkers {
+  return spawnWorkers(queues, {
+    self: selfCommand(),
+    configFile: run.configFile,
+    broker: run.broker,
+    logger: run.logger,
+    logLevel: run.values["log-level"] ?? "warn",
+    logFormat: run.values["log-format"],
+    concurrency,
+  });
 }
 
 /** How to start this program again: the compiled binary alone, or bun with the entry script. */
