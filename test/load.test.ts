@@ -8,6 +8,8 @@ import { hostname } from "node:os";
 import { join } from "node:path";
 
 import {
+  BIN,
+  BROKER_URL,
   connectTestBroker,
   run,
   start,
@@ -290,6 +292,34 @@ tasks:
     const progress = records.filter((r) => r.msg === "progress");
     expect(progress.at(-1)).toMatchObject({ tag: "load-test", done: 30, sent: 30, planned: 30 });
     expect(records.some((r) => r.tag === `worker-${qa}@${hostname()}`)).toBe(true);
+  });
+
+  test("on a terminal the progress is one bar redrawn in place, ended by a newline", async () => {
+    const { file, worker } = await oneTask("ping", "{ kind: hello, duration: 0.01 }", 20);
+
+    try {
+      // script(1) gives the command a pseudo-terminal; -e passes its exit code through.
+      const command = [BIN, "load-test", "--config", file, "--tasks", "200", "--rate", "200"];
+      const shell = command.map((arg) => `'${arg}'`).join(" ");
+      const tty = Bun.spawn(["script", "-qec", shell, "/dev/null"], {
+        env: { ...process.env, AMQP_URL: BROKER_URL },
+        stdin: "ignore",
+        stdout: "pipe",
+      });
+      const [screen, code] = await Promise.all([new Response(tty.stdout).text(), tty.exited]);
+
+      const bars = [...screen.matchAll(/\r\[([#.]{30})\] (\d+)\/200 \d+\/s /g)];
+      expect(bars.length).toBeGreaterThan(2);
+      expect(bars.at(-1)![1]).toBe("#".repeat(30));
+      expect(bars.at(-1)![2]).toBe("200");
+      const done = bars.map((m) => Number(m[2]));
+      expect(done).toEqual([...done].sort((a, b) => a - b));
+      expect(screen).not.toContain("progress: ");
+      expect(screen).toMatch(/\] 200\/200 \d+\/s \r?\nWorkers at start/);
+      expect(code).toBe(0);
+    } finally {
+      await stopAll([worker]);
+    }
   });
 
   test("--concurrency without --spawn-workers is refused, naming the fix", async () => {
