@@ -280,11 +280,11 @@ tasks:
     }
   });
 
-  test("--log-format json makes every stderr line JSON, progress and spawned workers too", async () => {
+  test("--log-format json: every stderr line is JSON, progress and spawned workers too", async () => {
     const { file, qa } = setup(
       (qa) => `task_routing:\n  ping: ${qa}\ntasks:\n  ping: { kind: noop }\n`,
     );
-    const args = ["--tasks", "30", "--spawn-workers", "--log-format", "json", "--log-level", "info"];
+    const args = ["--tasks", "30", "--spawn-workers", "--log-format", "json"];
     const result = await run(["load-test", "--config", file, ...args]);
     expect(result.code).toBe(0);
 
