@@ -284,7 +284,9 @@ tasks:
     const { file, qa } = setup(
       (qa) => `task_routing:\n  ping: ${qa}\ntasks:\n  ping: { kind: noop }\n`,
     );
-    const args = ["--tasks", "30", "--spawn-workers", "--log-format", "json"];
+    // At info, the spawned worker says it is consuming; at their default (warn) it says nothing.
+    const logs = ["--log-format", "json", "--log-level", "info"];
+    const args = ["--tasks", "30", "--spawn-workers", ...logs];
     const result = await run(["load-test", "--config", file, ...args]);
     expect(result.code).toBe(0);
 
