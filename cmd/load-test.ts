@@ -36,6 +36,10 @@ const args = {
     type: "string",
     description: "Keep sending for this many seconds instead of --tasks",
   },
+  "max-in-flight": {
+    type: "string",
+    description: "Most tasks unanswered at once (default: no limit; 10000 with --duration alone)",
+  },
   timeout: {
     type: "string",
     description: "Seconds to wait for results after the last send (default 300)",
@@ -100,6 +104,10 @@ export default defineCommand({
         values.rate === undefined ? undefined : parsePositive("rate", values.rate, 1, RATE);
       const duration =
         values.duration === undefined ? undefined : parseSeconds("duration", values.duration, 1);
+      const maxInFlight =
+        values["max-in-flight"] === undefined
+          ? undefined
+          : parseCount("max-in-flight", values["max-in-flight"], 1);
       const timeout = parseSeconds("timeout", values.timeout, 300);
       const spawn = values["spawn-workers"] === true;
       const workerWait = parseSeconds("wait-workers", values["wait-workers"], spawn ? 15 : 5);
@@ -133,6 +141,7 @@ export default defineCommand({
           only: values.task,
           rate,
           duration,
+          maxInFlight,
           timeout,
           workerWait,
           connectTimeout,

@@ -26,7 +26,8 @@ export const LOAD_REPORT_VERSION = 1;
 
 /**
  * A timed run without an offered rate sends as fast as the workers answer, with at most this
- * many tasks unanswered, so its memory and the queue stay bounded however long it runs.
+ * many tasks unanswered unless told otherwise, so its memory and the queue stay bounded however
+ * long it runs.
  */
 export const IN_FLIGHT_WINDOW = 10_000;
 
@@ -50,6 +51,11 @@ export interface LoadOptions {
   rate?: number;
   /** Keep sending for this many seconds instead of a fixed count. */
   duration?: number;
+  /**
+   * At most this many tasks unanswered at once; sending waits for room. Unlimited by default,
+   * IN_FLIGHT_WINDOW for a timed run without a rate.
+   */
+  maxInFlight?: number;
   /** Seconds to wait for results after the last task is sent. */
   timeout: number;
   workerWait: number;
@@ -228,10 +234,11 @@ class LoadTest {
     const { rate, duration, signal } = this.options;
     const planned = this.planned() ?? Infinity;
     const deadline = duration ? began + duration * 1000 : Infinity;
-    const windowed = duration !== undefined && rate === undefined;
+    const timedFlat = duration !== undefined && rate === undefined;
+    const window = this.options.maxInFlight ?? (timedFlat ? IN_FLIGHT_WINDOW : Infinity);
 
     for (let seq = 0; seq < planned; seq++) {
-      if (windowed) await this.roomInWindow(deadline);
+      if (window < Infinity) await this.roomInWindow(window, deadline);
       if (signal.aborted) {
         this.stoppedEarly = true;
         break;
@@ -275,10 +282,10 @@ class LoadTest {
     return !signal.aborted;
   }
 
-  /** Waits while IN_FLIGHT_WINDOW tasks are unanswered, until `deadline` at the latest. */
-  private async roomInWindow(deadline: number): Promise<void> {
+  /** Waits while `window` tasks are unanswered, until `deadline` at the latest. */
+  private async roomInWindow(window: number, deadline: number): Promise<void> {
     while (
-      this.counts.sent - this.done >= IN_FLIGHT_WINDOW &&
+      this.counts.sent - this.done >= window &&
       performance.now() < deadline &&
       !this.options.signal.aborted
     ) {

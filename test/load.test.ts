@@ -196,6 +196,22 @@ tasks:
     }
   });
 
+  test("--max-in-flight N keeps at most N unanswered, and the run still completes", async () => {
+    const { file, worker, json } = await oneTask("ping", "{ kind: noop }", 10);
+
+    try {
+      const args = ["--tasks", "2000", "--max-in-flight", "25", "--json", json];
+      const result = await run(["load-test", "--config", file, ...args]);
+      expect(result.code).toBe(0);
+
+      const report = readJson(json);
+      expect(report.tasks).toMatchObject({ sent: 2000, succeeded: 2000, lost: 0 });
+      expect(report.max_in_flight).toBe(25);
+    } finally {
+      await stopAll([worker]);
+    }
+  });
+
   test("--duration with --rate offers that rate for that long", async () => {
     const { file, worker, json } = await oneTask("ping", "{ kind: noop }", 10);
 
@@ -433,6 +449,7 @@ tasks:
     [["load-test", "--tasks", "0"], "--tasks must be a whole number ≥ 1"],
     [["load-test", "--tasks", "-3"], "--tasks must be a whole number ≥ 1"],
     [["load-test", "--rate", "fast"], "--rate must be a number of tasks per second > 0"],
+    [["load-test", "--max-in-flight", "0"], "--max-in-flight must be a whole number ≥ 1"],
     [["load-test", "--task", "nope", "--wait-workers", "0.1"], "--task nope is not routed"],
   ])("usage error %p exits 2", async (args, message) => {
     const result = await run(args);
