@@ -21,6 +21,7 @@ import { EXIT, UsageError } from "./errors.ts";
 import type { Logger } from "./log.ts";
 import { decodeResult, encodeTask, FINAL_STATUSES, newTask, ProtocolError } from "./protocol.ts";
 import { BitSet, Histogram, Summary, Timeline } from "./stats.ts";
+import { sleepUnlessAborted } from "./tasks.ts";
 
 export const LOAD_REPORT_VERSION = 1;
 
@@ -248,7 +249,7 @@ class LoadTest {
       if (rate) {
         const due = began + (seq / rate) * 1000;
         if (due >= deadline) break;
-        if (due - now >= 1 && !(await this.sleepUnlessStopped(due - now))) {
+        if (due - now >= 1 && !(await sleepUnlessAborted(due - now, signal))) {
           this.stoppedEarly = true;
           break;
         }
@@ -264,22 +265,6 @@ class LoadTest {
     }
     this.sending = false;
     this.wake?.();
-  }
-
-  /** Sleeps `ms`; false, at once, when the signal stops the sending meanwhile. */
-  private async sleepUnlessStopped(ms: number): Promise<boolean> {
-    const { signal } = this.options;
-    if (signal.aborted) return false;
-    await new Promise<void>((resolve) => {
-      const done = () => {
-        clearTimeout(timer);
-        signal.removeEventListener("abort", done);
-        resolve();
-      };
-      const timer = setTimeout(done, ms);
-      signal.addEventListener("abort", done, { once: true });
-    });
-    return !signal.aborted;
   }
 
   /** Waits while `window` tasks are unanswered, until `deadline` at the latest. */

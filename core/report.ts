@@ -255,22 +255,20 @@ export async function saveToHistory(run: RunReport, dir: string): Promise<string
  */
 export async function writeReportFiles(reports: ReportFile[], logger: Logger): Promise<void> {
   const log = logger.withTag("report");
-  const failed: ReportFile[] = [];
-  const problems: string[] = [];
+  const failed: { report: ReportFile; why: string }[] = [];
   for (const report of reports) {
     try {
       log.info(`wrote the ${report.what} to ${await report.write()}`);
     } catch (err) {
-      failed.push(report);
-      problems.push(`${report.what} ${report.target}: ${(err as Error).message}`);
+      failed.push({ report, why: `${report.what} ${report.target}: ${(err as Error).message}` });
     }
   }
 
   if (failed.length > 0) {
-    const note = failed.some((r) => r.what === "history entry")
+    const note = failed.some((f) => f.report.what === "history entry")
       ? " (--history names a directory)"
       : "";
-    const list = problems.join("\n  ");
+    const list = failed.map((f) => f.why).join("\n  ");
     throw new DtestError(`could not write ${failed.length} report(s):\n  ${list}`, {
       hint: `check that each report path is one you can write${note}`,
     });

@@ -30,20 +30,19 @@ export function taskLabel(name: string): string {
   return match ? match[1]!.toUpperCase() : name;
 }
 
-function sleep(seconds: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal.aborted) return reject(signal.reason);
-
-    const timer = setTimeout(resolve, seconds * 1000);
-    signal.addEventListener(
-      "abort",
-      () => {
-        clearTimeout(timer);
-        reject(signal.reason);
-      },
-      { once: true },
-    );
+/** Sleeps `ms`; resolves false at once when `signal` aborts first, true otherwise. */
+export async function sleepUnlessAborted(ms: number, signal: AbortSignal): Promise<boolean> {
+  if (signal.aborted) return false;
+  await new Promise<void>((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener("abort", done, { once: true });
   });
+  return !signal.aborted;
 }
 
 function tail(text: string): string {
@@ -160,7 +159,7 @@ async function perform(
   signal: AbortSignal,
 ): Promise<Record<string, unknown>> {
   if (def.kind === "hello") {
-    await sleep(def.duration, signal);
+    if (!(await sleepUnlessAborted(def.duration * 1000, signal))) throw signal.reason;
     return { result: def.message };
   }
   if (def.kind === "noop") return { result: message.args, kwargs: message.kwargs };

@@ -43,6 +43,13 @@ function readJson(path: string) {
   return JSON.parse(readFileSync(path, "utf8"));
 }
 
+/** Runs `load-test` on `file` with `args` and its JSON to `json`; expects exit 0. */
+async function passingLoad(file: string, json: string, args: string[]) {
+  const result = await run(["load-test", "--config", file, ...args, "--json", json]);
+  expect(result.code).toBe(0);
+  return { result, report: readJson(json) };
+}
+
 describe("load-test", () => {
   test("sends N of each routed type and reports counts, latency and execution per type", async () => {
     const { dir, qa, qb, file } = setup(
@@ -178,10 +185,7 @@ tasks:
     const { file, worker, json } = await oneTask("ping", "{ kind: noop }", 50);
 
     try {
-      const result = await run(["load-test", "--config", file, "--duration", "2", "--json", json]);
-      expect(result.code).toBe(0);
-
-      const report = readJson(json);
+      const { result, report } = await passingLoad(file, json, ["--duration", "2"]);
       expect(report.total_seconds).toBeGreaterThanOrEqual(2);
       expect(report.tasks.succeeded).toBe(report.tasks.sent);
       expect(report.tasks.lost).toBe(0);
@@ -200,11 +204,8 @@ tasks:
     const { file, worker, json } = await oneTask("ping", "{ kind: noop }", 10);
 
     try {
-      const args = ["--tasks", "2000", "--max-in-flight", "25", "--json", json];
-      const result = await run(["load-test", "--config", file, ...args]);
-      expect(result.code).toBe(0);
-
-      const report = readJson(json);
+      const args = ["--tasks", "2000", "--max-in-flight", "25"];
+      const { report } = await passingLoad(file, json, args);
       expect(report.tasks).toMatchObject({ sent: 2000, succeeded: 2000, lost: 0 });
       expect(report.max_in_flight).toBe(25);
     } finally {
@@ -216,11 +217,7 @@ tasks:
     const { file, worker, json } = await oneTask("ping", "{ kind: noop }", 10);
 
     try {
-      const args = ["--duration", "1", "--rate", "200", "--json", json];
-      const result = await run(["load-test", "--config", file, ...args]);
-      expect(result.code).toBe(0);
-
-      const report = readJson(json);
+      const { report } = await passingLoad(file, json, ["--duration", "1", "--rate", "200"]);
       expect(report.tasks.sent).toBeGreaterThanOrEqual(190);
       expect(report.tasks.sent).toBeLessThanOrEqual(200);
       expect(report.tasks.succeeded).toBe(report.tasks.sent);

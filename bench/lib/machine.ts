@@ -37,10 +37,14 @@ function processTicks(pid: number | "self", withChildren: boolean): number {
 /** Clock ticks per second in /proc: USER_HZ, fixed at 100 by Linux's ABI on every platform. */
 const TICKS_PER_SECOND = 100;
 
-/** CPU time of `pids` so far (own, not children), ms; a process that is gone counts 0. */
+/** Clock ticks `pids` have used so far (own, not children); a process that is gone counts 0. */
+function ticksOf(pids: number[]): number {
+  return pids.reduce((sum, pid) => sum + processTicks(pid, false), 0);
+}
+
+/** CPU time of `pids` so far (own, not children), ms. */
 export function cpuMs(pids: number[]): number {
-  const ticks = pids.reduce((sum, pid) => sum + processTicks(pid, false), 0);
-  return (ticks * 1000) / TICKS_PER_SECOND;
+  return (ticksOf(pids) * 1000) / TICKS_PER_SECOND;
 }
 
 /**
@@ -84,8 +88,7 @@ interface Snapshot {
 
 function snapshot(brokers: number[]): Snapshot {
   const { busy, total } = cpuTicks();
-  const broker = brokers.reduce((sum, pid) => sum + processTicks(pid, false), 0);
-  return { busy, total, ours: processTicks("self", true) + broker };
+  return { busy, total, ours: processTicks("self", true) + ticksOf(brokers) };
 }
 
 export interface CpuWatch {
