@@ -372,6 +372,8 @@ describe("the load-test picture", () => {
     expect(text).toStartWith('<?xml version="1.0" encoding="utf-8"?>\n<svg ');
     expect(text.match(/<svg /g)).toHaveLength(3);
     expect(text).toContain("sent 300, succeeded 300");
+    expect(text).toMatch(/stroke-dasharray="4 3"\/>\n<text [^>]*>p50 [\d.]+ ms<\/text>/);
+    expect(text).toMatch(/>p99 [\d.]+ ms<\/text>/);
     expect(text).not.toMatch(/<script|href=/);
     const xmllintBin = tool("xmllint", "XMLLINT", "apt-get install libxml2-utils");
     const lint = await exec([xmllintBin, "--noout", svg]);
